@@ -1,0 +1,83 @@
+# versamammo.c — one library (build/libversa.a), one program (build/versa), tests, benchmarks.
+# `make demo` and `make test` install missing Debian packages first (scripts/install-deps.sh).
+
+BUILD    ?= build
+CC       ?= gcc
+# x86-64-v4 on AVX-512 machines, v3 with AVX2, plain x86-64 otherwise
+MARCH    ?= $(shell if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then echo x86-64-v4; \
+              elif grep -qw avx2 /proc/cpuinfo 2>/dev/null; then echo x86-64-v3; else echo x86-64; fi)
+OPT      ?= -O3
+SAN      ?=
+
+ARCH_LIB  := /usr/lib/x86_64-linux-gnu
+BLAS_DIR  := $(ARCH_LIB)/openblas-openmp
+HDF5_DIR  := $(ARCH_LIB)/hdf5/serial
+MPI_DIR   := $(ARCH_LIB)/openmpi
+
+CPPFLAGS := -I. -I/usr/include/x86_64-linux-gnu/openblas-openmp -I/usr/include/hdf5/serial \
+            -I$(MPI_DIR)/include -I/usr/include/stb -D_GNU_SOURCE
+WERROR   ?= -Werror
+CFLAGS   := -std=c11 $(OPT) -march=$(MARCH) -fopenmp -g -Wall -Wextra $(WERROR) -MMD -MP $(SAN)
+LDFLAGS  := -fopenmp $(SAN) -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -L$(HDF5_DIR) -L$(MPI_DIR)/lib
+LDLIBS   := -lopenblas -lhdf5 -lmpi -lyaml -lopenjp2 -lz -lm -lpthread
+
+LIB_SRCS  := $(wildcard engine/*.c nn/*.c data/*.c ssl/*.c distill/*.c bench/*.c)
+CLI_SRCS  := $(wildcard cli/*.c)
+TEST_SRCS := $(wildcard tests/*/test_*.c)
+TESTLIB_SRCS := $(wildcard tests/common/*.c)
+PERF_SRCS := $(wildcard bench/perf/*.c)
+
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/obj/%.o)
+TESTLIB_OBJS := $(TESTLIB_SRCS:%.c=$(BUILD)/obj/%.o)
+TEST_BINS := $(TEST_SRCS:%.c=$(BUILD)/%)
+PERF_BINS := $(PERF_SRCS:%.c=$(BUILD)/%)
+
+.PHONY: all deps test asan bench demo clean fuzz
+all: $(BUILD)/versa $(BUILD)/libversa.a
+
+deps:
+	@bash scripts/install-deps.sh
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libversa.a: $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/versa: $(CLI_OBJS) $(BUILD)/libversa.a
+	$(CC) $(LDFLAGS) $(CLI_OBJS) $(BUILD)/libversa.a $(LDLIBS) -o $@
+
+$(BUILD)/libtestutil.a: $(TESTLIB_OBJS)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libtestutil.a $(BUILD)/libversa.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $< $(BUILD)/libtestutil.a $(BUILD)/libversa.a $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
+
+$(BUILD)/bench/perf/%: bench/perf/%.c $(BUILD)/libversa.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $< $(BUILD)/libversa.a $(LDFLAGS) $(LDLIBS) -o $@
+
+# The README's test command.  Builds everything, then runs every test program.
+test: deps
+	@$(MAKE) --no-print-directory all $(TEST_BINS)
+	@bash scripts/run-tests.sh $(BUILD) $(TEST_BINS)
+
+# The same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
+
+bench: deps all $(PERF_BINS)
+	@bash bench/run.sh $(BUILD)
+
+demo: deps all
+	@bash scripts/demo.sh $(BUILD) $(QUICK)
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

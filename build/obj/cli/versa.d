@@ -1,0 +1,1 @@
+build/obj/cli/versa.o: cli/versa.c

@@ -1,0 +1,2 @@
+build/obj/engine/tensor.o: engine/tensor.c engine/engine.h
+engine/engine.h:

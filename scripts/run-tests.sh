@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test program, prints each one's verdict and a closing "N passed, N failed" line.
+# Usage: run-tests.sh BUILD_DIR TEST_BIN...
+build=$1; shift
+passed=0; failed=0; failed_names=()
+logdir="$build/test-logs"; mkdir -p "$logdir"
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+for t in "$@"; do
+  name=${t#"$build"/tests/}
+  log="$logdir/${name//\//_}.log"
+  start=$(date +%s%N)
+  if "$t" >"$log" 2>&1; then status=ok; else status=FAIL; fi
+  secs=$(awk -v a="$start" -v b="$(date +%s%N)" 'BEGIN{printf "%.1f", (b-a)/1e9}')
+  # cmocka prints one "[  PASSED  ] N test(s)." / "[  FAILED  ] N test(s)" line per group
+  np=$(grep -Eo '\[  PASSED  \] [0-9]+' "$log" | awk '{s+=$NF} END{print s+0}')
+  nf=$(grep -Eo '\[  FAILED  \] [0-9]+' "$log" | awk '{s+=$NF} END{print s+0}')
+  if [ "$status" = FAIL ] && [ "$nf" = 0 ]; then nf=1; fi   # crashed before reporting
+  passed=$((passed + np)); failed=$((failed + nf))
+  printf '%-4s %-40s %4d passed %3d failed  %6ss\n' "$status" "$name" "$np" "$nf" "$secs"
+  if [ "$status" = FAIL ]; then failed_names+=("$name"); sed 's/^/    | /' "$log" | tail -40; fi
+done
+echo "tests: $passed passed, $failed failed"
+[ ${#failed_names[@]} -eq 0 ]
