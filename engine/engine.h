@@ -213,6 +213,19 @@ Tensor *op_max(Ctx *c, Tensor *x, int dim, int keepdim);  /* gradient to the fir
 Tensor *op_sum_all(Ctx *c, Tensor *x);                    /* -> (1) */
 Tensor *op_mean_all(Ctx *c, Tensor *x);                   /* -> (1) */
 
+/* Broadcasting kernels shared by op implementations (engine/op_elementwise.c).
+ * broadcast_shape: NumPy rules (dims right-aligned, 1 stretches); returns 0 if a and b clash.
+ * broadcast_strides: strides of an operand (nd, shape, stride) in an output index space
+ *   (ondim, oshape), 0 along the dims it is broadcast over.
+ * reduce_sum_strided: dst += scale * src summed over every dim where dst_stride is 0; src and
+ *   dst are addressed by their strides in one index space `shape`.  Each dst element is summed
+ *   in double in a fixed order, so the result does not depend on the thread count. */
+int broadcast_shape(int na, const size_t *sa, int nb, const size_t *sb, int *nd_out, size_t *out);
+void broadcast_strides(int ondim, const size_t *oshape, int nd, const size_t *shape,
+                       const ptrdiff_t *stride, ptrdiff_t *out);
+void reduce_sum_strided(int ndim, const size_t *shape, const float *src, const ptrdiff_t *src_stride,
+                        float *dst, const ptrdiff_t *dst_stride, float scale);
+
 /* normalisation (engine/op_norm.c) */
 Tensor *op_softmax(Ctx *c, Tensor *x);        /* over the last dim, max-subtracted */
 Tensor *op_log_softmax(Ctx *c, Tensor *x);    /* over the last dim */
@@ -244,6 +257,9 @@ Tensor *op_global_avg_pool(Ctx *c, Tensor *x);   /* (N, C, H, W) -> (N, C) */
 Tensor *op_resize_bilinear(Ctx *c, Tensor *x, int out_h, int out_w); /* align_corners=False */
 Tensor *op_resize_bicubic(Ctx *c, Tensor *x, int out_h, int out_w);  /* A=-0.75, align_corners=False */
 Tensor *op_resize_nearest(Ctx *c, Tensor *x, int out_h, int out_w);
+/* Bicubic with an explicit scale factor, as F.interpolate(scale_factor=s) without recomputing
+ * it: src = (dst + 0.5) / s - 0.5.  DINOv2 interpolates position embeddings this way. */
+Tensor *op_resize_bicubic_scale(Ctx *c, Tensor *x, int out_h, int out_w, double scale_h, double scale_w);
 
 /* structure (engine/op_shape.c) */
 Tensor *op_concat(Ctx *c, Tensor *const *xs, int n, int dim);
@@ -296,8 +312,10 @@ typedef struct ParamStore {
     float *grad;  /* (n_train) */
     float *m, *v; /* (n_train) optimizer moments, allocated with the block */
     float *buf;   /* (n_buf) non-trainable buffers */
-    size_t n_train, n_buf;
+    size_t n_train, n_buf;   /* each tensor starts 64-byte aligned; the zero gaps are counted */
     int allocated;
+    int values_only; /* set before params_alloc for stores that never train (EMA teacher, frozen
+                        backbone): no grad/m/v blocks, no tensor requires grad */
     Arena meta;   /* Tensor headers */
 } ParamStore;
 
@@ -309,7 +327,9 @@ Tensor *param_declare(ParamStore *ps, const char *name, int kind, int ndim, cons
 void params_alloc(ParamStore *ps);
 Param *params_find(ParamStore *ps, const char *name);
 void params_zero_grad(ParamStore *ps);
-void params_set_frozen(ParamStore *ps, const char *prefix, int frozen);  /* by name prefix */
+/* By name prefix ("" = all); frozen tensors stop requiring grad and their gradient is zeroed.
+ * Returns how many trainable tensors matched, so a mistyped prefix can be caught. */
+int params_set_frozen(ParamStore *ps, const char *prefix, int frozen);
 void params_copy(ParamStore *dst, const ParamStore *src);  /* same layout: values + buffers */
 /* EMA: dst = m * dst + (1 - m) * src over the trainable block (buffers copied). */
 void params_ema(ParamStore *dst, const ParamStore *src, float m);
@@ -318,33 +338,50 @@ void params_ema(ParamStore *dst, const ParamStore *src, float m);
 /* Optimizers and schedules (engine/optim.c) */
 
 typedef struct OptimConfig {
-    int kind;            /* OPTIM_ADAMW, OPTIM_SGD */
-    float lr, weight_decay;
-    float beta1, beta2, eps;     /* AdamW */
-    float momentum;              /* SGD */
+    int kind;            /* OPTIM_ADAMW, OPTIM_SGD, OPTIM_ADAM */
+    double lr, weight_decay;     /* base values; the caller's schedules pass the current ones */
+    double beta1, beta2, eps;    /* Adam(W); double like PyTorch's Python floats */
+    double momentum;             /* SGD */
     int nesterov;
 } OptimConfig;
 enum { OPTIM_ADAMW = 0, OPTIM_SGD = 1, OPTIM_ADAM = 2 };  /* ADAM: coupled L2, as torch.optim.Adam */
 
 OptimConfig optim_adamw_default(void);     /* lr 1e-3, betas (0.9, 0.999), eps 1e-8, wd 0.01 */
 /* One update with the given lr and weight decay (schedules applied by the caller);
- * `step` is 1-based for bias correction.  Frozen params are skipped. */
-void optim_step(ParamStore *ps, const OptimConfig *cfg, long step, float lr, float wd);
+ * `step` is 1-based for bias correction.  Frozen params are skipped (no decay, no moment update:
+ * torch's grad=None).  Each tensor uses lr*lr_mult and wd*wd_mult, like a torch param group:
+ * ADAMW p *= 1 - lr*wd then Adam; ADAM grad += wd*p; SGD (dampening 0) grad += wd*p, momentum
+ * buffer in m, nesterov optional — each matches torch.optim 1.13 to float32 rounding. */
+void optim_step(ParamStore *ps, const OptimConfig *cfg, long step, double lr, double wd);
+/* L2 norm of the whole gradient block, summed in double over a fixed chunking (same result for
+ * any thread count). */
 double grad_global_norm(const ParamStore *ps);
-/* Clip by global norm; returns the norm before clipping. */
+/* torch.nn.utils.clip_grad_norm_: grads *= max_norm / (norm + 1e-6) when that is < 1.  Returns
+ * the norm before clipping; a NaN/Inf norm is returned and the gradients are left alone. */
 double clip_grad_norm(ParamStore *ps, double max_norm);
+/* DINO utils.clip_gradients: the same rule on each tensor's own gradient norm. */
 void clip_grad_per_param(ParamStore *ps, double max_norm);
 
-/* Schedules: plain functions of the step */
+/* Schedules: plain functions of the 0-based step.
+ * sched_cosine = DINO's cosine_scheduler per step: np.linspace(warmup_start, base, warmup) over
+ *   the first `warmup` steps, then final + 0.5*(base-final)*(1+cos(pi*i/(total-warmup))),
+ *   i = step - warmup; `final` from step `total` on.
+ * sched_linear = np.linspace(start, end, total)[step]; `end` from step total-1 on. */
 double sched_cosine(long step, long total, double base, double final, long warmup, double warmup_start);
 double sched_linear(long step, long total, double start, double end);
 double sched_constant(long step, double value);
 
 /* ------------------------------------------------------------------------------------------ */
-/* Checkpoints in HDF5 (engine/checkpoint.c).  One dataset per tensor named by its state_dict
- * key; optimizer moments under "optim/m/<key>", "optim/v/<key>"; extra float arrays under
- * "state/<name>"; scalar attributes on the root ("step", "rng_seed", "rng_counter", "config").
- * Saving writes to "<path>.tmp", fsyncs and renames. */
+/* Checkpoints in HDF5 (engine/checkpoint.c).  One float32 dataset per tensor at the root, named
+ * <prefix><state_dict key> (dots and all), so h5py + torch.from_numpy + load_state_dict(strict=True)
+ * works; optimizer moments under "optim/m/<name>", "optim/v/<name>"; extra float arrays under
+ * "state/<name>"; root attributes "versa_format", "step", "rng_seed", "rng_counter", "rng_buf",
+ * "rng_buf_left" (the Rng exactly, buffered words included) and "config" (text).
+ * Saving writes "<path>.tmp.<pid>", flushes, fsyncs, renames over <path> and fsyncs the folder; on
+ * any failure the temporary file is removed and the previous checkpoint is left intact.
+ * Loading first validates every name and shape and reports all problems in one Err (the first few
+ * names of each kind + counts), then reads; a missing, truncated or corrupt file is an Err naming
+ * it.  HDF5's own error printing is silenced inside these calls. */
 
 typedef struct CkptExtra {
     const char *name;    /* "state/<name>" */
@@ -355,15 +392,109 @@ typedef struct CkptExtra {
 typedef struct CkptMeta {
     long step;
     Rng rng;
-    const char *config_text;   /* saved as an attribute (may be NULL) */
+    const char *config_text;   /* saved as an attribute (may be NULL); loading sets it to NULL */
 } CkptMeta;
 
+/* Several parameter stores in one file (stage 1: student and teacher).  A root dataset belongs to
+ * the store with the longest matching prefix; on load, a dataset a store owns but does not declare
+ * is "unexpected" (PyTorch's strict=True) unless the store is `partial`. */
+typedef struct CkptStore {
+    const char *prefix;   /* prepended to every name, e.g. "teacher." (NULL or "" for none) */
+    ParamStore *ps;
+    int with_optim;       /* also save / load the moments m, v */
+    int partial;          /* load: ignore tensors under prefix that ps does not declare */
+} CkptStore;
+
+int ckpt_save_stores(const char *path, const CkptStore *stores, int n_stores, const CkptMeta *meta,
+                     const CkptExtra *extra, int n_extra, Err *e);
+/* meta_out (may be NULL: then step/RNG need not be in the file), config_out (may be NULL; the
+ * text must fit in config_cap bytes), extra arrays must exist with exactly their n values. */
+int ckpt_load_stores(const char *path, const CkptStore *stores, int n_stores, CkptMeta *meta_out,
+                     char *config_out, size_t config_cap, CkptExtra *extra, int n_extra, Err *e);
+/* One store without prefix. */
 int ckpt_save(const char *path, const ParamStore *ps, int with_optim, const CkptMeta *meta,
               const CkptExtra *extra, int n_extra, Err *e);
-/* Loads every tensor of ps by name; reports all missing names and shape mismatches in one
- * message.  `prefix` (may be "") is prepended to each name when looking it up. */
+/* One store; `prefix` (may be "") is prepended to each name when looking it up; strict. */
 int ckpt_load(const char *path, ParamStore *ps, const char *prefix, int with_optim,
               CkptMeta *meta_out, char *config_out, size_t config_cap,
               CkptExtra *extra, int n_extra, Err *e);
+/* The saved config text, malloc'd ("" when none was saved); NULL + Err on failure.  A resumed
+ * run reads it first to rebuild the models, then calls ckpt_load. */
+char *ckpt_read_config(const char *path, Err *e);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Configuration (engine/config.c): a YAML file flattened to dotted keys, command-line overrides,
+ * typed getters.  `student: {arch: vit_small}` is the key "student.arch"; a list of plain values
+ * stays one entry (text "[0.32, 1.0]"; items via cfg_list_len / cfg_list_item / cfg_get_floats).
+ *
+ *   Config cfg; Err e = {0};
+ *   cfg_init(&cfg);
+ *   cfg_declare(&cfg, PRETRAIN_KEYS, n, &e);      known keys + defaults + help (optional; once
+ *                                                 declared, files and overrides cannot add keys)
+ *   cfg_parse_args(&cfg, argc, argv, &e);         [CONFIG.yaml] [key=value ...]; "+key=v" adds a key
+ *   double lr = cfg_get_float(&cfg, "optim.lr", 1e-3, &e);
+ *   ...                                           getters keep the first error (sticky Err):
+ *   if (e.msg[0]) fail;                           check once after reading every key
+ *   char *yaml = cfg_to_yaml(&cfg);               the tree rebuilt from the keys, for checkpoints
+ *
+ * Messages name the file or the command line that set the value, e.g.
+ * "configs/x.yaml: unknown key 'optim.lrr' (did you mean 'optim.lr'?)",
+ * "command line: optim.lr: expected a number, got 'abc'".  YAML null (~, null, empty) reads as
+ * "not set": getters return their default. */
+
+typedef enum { CFG_STR = 0, CFG_FLOAT, CFG_INT, CFG_BOOL, CFG_LIST } CfgType;
+
+typedef struct CfgSpec {        /* one known key of a subcommand */
+    const char *key;            /* "optim.lr" */
+    CfgType type;               /* checked when a file or override sets the key */
+    const char *def;            /* default as YAML text: "1e-3", "[0.32, 1.0]", "" or NULL = null */
+    const char *help;           /* one line for --help */
+} CfgSpec;
+
+typedef struct CfgEntry {
+    char *key;                  /* dotted */
+    char *value;                /* scalar text, or the flow text of a list */
+    char **items;               /* list items (is_list) */
+    size_t n_items;
+    int is_list, is_null;
+    int origin;                 /* index into Config.origins: file, "command line", "defaults" */
+    unsigned stamp;             /* which load set it (duplicate keys in one file are an error) */
+    const CfgSpec *spec;        /* declared spec, or NULL */
+} CfgEntry;
+
+typedef struct Config {
+    CfgEntry *e;                /* in insertion order (the order of the file / the spec) */
+    size_t n, cap;
+    char **origins;
+    size_t n_origins;
+    int declared;               /* cfg_declare was called: the key set is closed */
+    unsigned stamp;
+    char name[256];             /* the config file, for messages ("config" before one is loaded) */
+} Config;
+
+void cfg_init(Config *cfg);
+void cfg_free(Config *cfg);
+int cfg_declare(Config *cfg, const CfgSpec *spec, size_t n, Err *e);  /* spec must outlive cfg */
+int cfg_load_file(Config *cfg, const char *path, Err *e);    /* merges; later files win */
+int cfg_load_string(Config *cfg, const char *yaml, const char *origin, Err *e);
+/* "key=value" (the key must exist unless allow_new) or "+key=value" (adds); "[a, b]" is a list */
+int cfg_override(Config *cfg, const char *assignment, int allow_new, Err *e);
+/* argv after the subcommand: at most one *.yaml / *.yml file (loaded first), then key=value
+ * overrides in order; anything else is an error */
+int cfg_parse_args(Config *cfg, int argc, char **argv, Err *e);
+int cfg_set(Config *cfg, const char *key, const char *value, Err *e);  /* program-side, may add */
+int cfg_has(const Config *cfg, const char *key);            /* present and not null */
+const char *cfg_get(const Config *cfg, const char *key);    /* raw text, NULL if absent/null */
+/* Typed getters: def when the key is absent or null.  In a declared config, reading an
+ * undeclared key is a programming error (message + abort). */
+const char *cfg_get_str(const Config *cfg, const char *key, const char *def);
+double cfg_get_float(const Config *cfg, const char *key, double def, Err *e);
+long cfg_get_int(const Config *cfg, const char *key, long def, Err *e);
+int cfg_get_bool(const Config *cfg, const char *key, int def, Err *e);  /* true/false/yes/no/on/off/1/0 */
+size_t cfg_list_len(const Config *cfg, const char *key);    /* a scalar is a list of one */
+const char *cfg_list_item(const Config *cfg, const char *key, size_t i);
+size_t cfg_get_floats(const Config *cfg, const char *key, double *out, size_t max, Err *e);
+char *cfg_to_yaml(const Config *cfg);                       /* malloc'd; loads back to the same table */
+void cfg_print_help(const CfgSpec *spec, size_t n, FILE *out);  /* "  key  type default  help" */
 
 #endif
