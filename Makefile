@@ -61,14 +61,22 @@ $(BUILD)/bench/perf/%: bench/perf/%.c $(BUILD)/libversa.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $< $(BUILD)/libversa.a $(LDFLAGS) $(LDLIBS) -o $@
 
-# The README's test command.  Builds everything, then runs every test program.
-test: deps
-	@$(MAKE) --no-print-directory all $(TEST_BINS)
-	@bash scripts/run-tests.sh $(BUILD) $(TEST_BINS)
+# Parallel compile for the sub-makes below, unless the caller already chose with -j.
+JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
+JOBFLAG   = $(if $(filter -j%,$(MAKEFLAGS)),,-j$(JOBS))
 
-# The same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+# The README's test command.  Builds everything, then runs every test program (the CLI test
+# runs this build's versa, via VERSA_BIN).
+test: deps
+	@$(MAKE) --no-print-directory $(JOBFLAG) all $(TEST_BINS)
+	@VERSA_BIN=$(BUILD)/versa bash scripts/run-tests.sh $(BUILD) $(TEST_BINS)
+
+# The same suite under AddressSanitizer + UndefinedBehaviorSanitizer (run-tests.sh sets the
+# sanitizer options when BUILD names an asan build).  ASAN_BUILD lets parallel work trees use
+# their own folder.
+ASAN_BUILD ?= build-asan
 asan: deps
-	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
+	@$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
 
 bench: deps all $(PERF_BINS)
@@ -78,6 +86,6 @@ demo: deps all
 	@bash scripts/demo.sh $(BUILD) $(QUICK)
 
 clean:
-	rm -rf build build-asan
+	rm -rf $(BUILD) $(ASAN_BUILD)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

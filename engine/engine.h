@@ -1,7 +1,7 @@
 /*
  * engine.h — the tensor engine of versamammo.c: tensors and views, arenas, the autograd tape,
  * ops with hand-written backward kernels, losses, parameter blocks, optimizers, schedules, RNG,
- * checkpoints and threads.  Everything above this layer (nn/, data/, ssl/, distill/, bench/)
+ * checkpoints, configs and threads.  Everything above this layer (nn/, data/, ssl/, distill/, bench/)
  * builds on this one header.
  *
  * The model in one paragraph (llm.c's memory model + ggml's tape):
@@ -377,8 +377,9 @@ double sched_constant(long step, double value);
  * works; optimizer moments under "optim/m/<name>", "optim/v/<name>"; extra float arrays under
  * "state/<name>"; root attributes "versa_format", "step", "rng_seed", "rng_counter", "rng_buf",
  * "rng_buf_left" (the Rng exactly, buffered words included) and "config" (text).
- * Saving writes "<path>.tmp.<pid>", flushes, fsyncs, renames over <path> and fsyncs the folder; on
- * any failure the temporary file is removed and the previous checkpoint is left intact.
+ * Saving builds the file in memory (a transient copy), writes "<path>.tmp.<pid>", fsyncs, renames
+ * over <path> and fsyncs the folder; on any failure the temporary file is removed and the
+ * previous checkpoint is left intact.
  * Loading first validates every name and shape and reports all problems in one Err (the first few
  * names of each kind + counts), then reads; a missing, truncated or corrupt file is an Err naming
  * it.  HDF5's own error printing is silenced inside these calls. */
@@ -496,5 +497,62 @@ const char *cfg_list_item(const Config *cfg, const char *key, size_t i);
 size_t cfg_get_floats(const Config *cfg, const char *key, double *out, size_t max, Err *e);
 char *cfg_to_yaml(const Config *cfg);                       /* malloc'd; loads back to the same table */
 void cfg_print_help(const CfgSpec *spec, size_t n, FILE *out);  /* "  key  type default  help" */
+
+/* ------------------------------------------------------------------------------------------ */
+/* Distributed (MPI) data parallelism (engine/dist.c).
+ *
+ * One process per replica, launched by mpirun.  Every rank holds the whole model and its own
+ * shard of the batch; per step the flat gradient block is averaged in one all-reduce (Horovod's
+ * AVERAGE: MPI_SUM, then * 1/world).  At start, values and buffers are broadcast from rank 0;
+ * from then on identical averaged gradients + an identical optimizer keep the replicas
+ * bit-identical, so an EMA teacher needs no communication.
+ *
+ *   dist_init(&c, &argc, &argv);                  first thing in main
+ *   dist_broadcast_params(&c, &student);          after init / checkpoint load
+ *   step: backward; dist_allreduce_grads(&c, &student); clip_grad_norm; optim_step
+ *   if (dist_is_root(&c)) { log; checkpoint }
+ *   dist_finalize();
+ * Sharding the data and seeding augmentations per rank (seed + rank) is the caller's part.
+ *
+ * Without mpirun nothing touches MPI: MPI is initialised only when the environment shows an
+ * mpirun launch (OMPI_COMM_WORLD_SIZE, PMIX_RANK or PMI_RANK) or VERSA_MPI=1 (VERSA_MPI=0 keeps
+ * it off even under mpirun).  Otherwise rank 0, world 1, and every collective is a no-op.
+ * Threads: MPI_THREAD_FUNNELED, so call dist_* from the main thread, never inside an OpenMP
+ * parallel region.  Collectives must be called by every rank in the same order with the same n.
+ * Determinism: for a fixed world size and message size Open MPI picks a fixed algorithm and
+ * summation order, and every rank ends with the same bits.
+ * Errors: MPI errors are returned (MPI_ERRORS_RETURN), not fatal inside MPI; a failed call
+ * becomes dist_abort with MPI's error string, which takes the whole job down. */
+
+void dist_init(Ctx *c, int *argc, char ***argv);   /* argc/argv may be NULL */
+void dist_finalize(void);                          /* no-op when MPI was not initialised */
+int dist_is_root(const Ctx *c);                    /* rank 0: logs, checkpoints */
+/* "versa: rank R: <message>" on stderr, then MPI_Abort(MPI_COMM_WORLD, 1) when MPI is up (one
+ * rank's error ends the job instead of hanging the others), else exit(1) (or longjmp to
+ * c->fail_jmp in tests, like ctx_fail).  c may be NULL. */
+void dist_abort(Ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+
+/* In-place collectives over MPI_COMM_WORLD; n is unlimited (sent in chunks of dist_set_chunk). */
+void dist_allreduce_sum(Ctx *c, float *x, size_t n);
+void dist_allreduce_mean(Ctx *c, float *x, size_t n);            /* sum, then * (1/world) */
+void dist_allreduce_sum_double(Ctx *c, double *x, size_t n);     /* loss sums, norms, counts */
+void dist_allreduce_max_double(Ctx *c, double *x, size_t n);     /* e.g. "any rank saw a NaN" */
+void dist_broadcast(Ctx *c, float *x, size_t n, int root);
+void dist_barrier(Ctx *c);
+/* recv (world * bytes) gets each rank's `bytes` of send in rank order; small arrays only */
+void dist_allgather(Ctx *c, const void *send, size_t bytes, void *recv);
+/* Largest message per MPI call, in floats (doubles: half as many); default 2^28 floats = 1 GiB,
+ * clear of int counts and of the 2 GiB sizes where MPI libraries have had overflow bugs.  Returns
+ * the previous value.  Changing it changes the reduction order (tests use small chunks). */
+size_t dist_set_chunk(size_t n);
+
+/* ParamStore helpers.  broadcast_params and check_params_equal first check that the layout
+ * (names, kinds, shapes, offsets) is the same on every rank: a mismatch aborts naming the rank
+ * and both layouts, instead of a truncated broadcast.  allreduce_grads (per step) trusts it. */
+void dist_broadcast_params(Ctx *c, ParamStore *ps);   /* values + buffers from rank 0 (not m, v) */
+void dist_allreduce_grads(Ctx *c, ParamStore *ps);    /* grad block = mean over ranks, one call */
+/* Debug: max over elements of (max over ranks - min over ranks) of values and buffers; 0 when
+ * the replicas agree, NaN when any rank holds a non-finite value.  Same on every rank. */
+double dist_check_params_equal(Ctx *c, const ParamStore *ps);
 
 #endif

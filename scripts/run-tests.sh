@@ -5,6 +5,15 @@ build=$1; shift
 passed=0; failed=0; failed_names=()
 logdir="$build/test-logs"; mkdir -p "$logdir"
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+# tests/e2e/test_cli.c runs the versa program of the build under test
+export VERSA_BIN=${VERSA_BIN:-$build/versa}
+# Sanitizer builds (make asan): stop at the first error with a stack trace.  LeakSanitizer stays on:
+# libgomp's thread pool, OpenBLAS's buffers and HDF5 report no leaks on this suite (OpenBLAS and
+# libgomp keep theirs reachable from globals, HDF5 frees at exit), so no suppression file is needed;
+# add one here (LSAN_OPTIONS=suppressions=...) only with the reason next to it.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+suite_start=$(date +%s)
 for t in "$@"; do
   name=${t#"$build"/tests/}
   log="$logdir/${name//\//_}.log"
@@ -19,5 +28,5 @@ for t in "$@"; do
   printf '%-4s %-40s %4d passed %3d failed  %6ss\n' "$status" "$name" "$np" "$nf" "$secs"
   if [ "$status" = FAIL ]; then failed_names+=("$name"); sed 's/^/    | /' "$log" | tail -40; fi
 done
-echo "tests: $passed passed, $failed failed"
+echo "tests: $passed passed, $failed failed ($(( $(date +%s) - suite_start ))s)"
 [ ${#failed_names[@]} -eq 0 ]

@@ -39,4 +39,78 @@ Tensor *ibot_loss(Ctx *c, Tensor *s, const float *t, const float *w, size_t n_im
  * nearest neighbour by the largest dot product (not differentiated), as DINOv2's KoLeoLoss. */
 Tensor *koleo_loss(Ctx *c, Tensor *x);
 
+/* ------------------------------------------------------------------------------------------ */
+/* The pretraining run (ssl/pretrain.c) */
+
+#include "nn/nn.h"
+
+typedef struct SslConfig {
+    ViTConfig vit;
+    float dino_w, koleo_w, ibot_w, ibot_sample_p, ibot_ratio[2];
+    int dino_k, dino_bottleneck, dino_hidden, dino_nlayers;
+    int ibot_separate, ibot_k, ibot_bottleneck, ibot_hidden, ibot_nlayers;
+    int batch;                    /* per rank */
+    long epoch_len, epochs, total_iters, stop_iters;
+    uint64_t seed;
+    const char *out_dir;
+    int n_workers, sinkhorn, nan_skip, skip_bad_images;
+    long ckpt_every, log_every;
+    float global_scale[2], local_scale[2];
+    int n_local, global_size, local_size;
+    double global_batch, base_lr, lr_override, min_lr;
+    int lr_rule;                  /* 0 none, 1 sqrt_wrt_1024, 2 linear_wrt_256 */
+    long warmup_epochs, freeze_last_epochs, ttemp_warmup_epochs;
+    double wd, wd_end, clip, beta1, beta2, mom, mom_end, ttemp0, ttemp;
+    float patch_embed_lr_mult, layerwise_decay;
+} SslConfig;
+
+extern const CfgSpec PRETRAIN_KEYS[];
+extern const size_t PRETRAIN_N_KEYS;
+int ssl_config_from(const Config *cfg, SslConfig *s, Err *e);
+
+/* Student and teacher have this shape; names: backbone.*, dino_head.*, ibot_head.* */
+typedef struct SslModel {
+    ViT backbone;
+    DinoHead dino_head, ibot_head;
+    int separate_ibot;
+} SslModel;
+
+void ssl_model_declare(SslModel *m, const SslConfig *s, ParamStore *ps);
+void ssl_model_init(SslModel *m, Rng *r);
+void ssl_model_free(SslModel *m);
+
+typedef struct SslSchedules {
+    double lr, wd, momentum, teacher_temp, last_layer_lr;
+} SslSchedules;
+SslSchedules ssl_schedules(const SslConfig *s, long it, int world);
+
+typedef struct SslState {
+    float *dino_center;   /* (K) */
+    float *ibot_center;   /* (K of the iBOT head) */
+} SslState;
+
+typedef struct SslBatch {
+    int B;
+    float *global;        /* (2, B, C, G, G) */
+    float *local;         /* (n_local, B, C, L, L) */
+    uint8_t *masks;       /* (2B, N) or NULL */
+} SslBatch;
+
+typedef struct SslLosses {
+    double total, dino, ibot, koleo, n_masked;
+} SslLosses;
+
+int ssl_forward_backward(Ctx *c, const SslConfig *s, SslModel *student, SslModel *teacher, SslState *st,
+                         const SslBatch *b, double teacher_temp, SslLosses *out);
+
+typedef struct SslRunResult {
+    int quiet;            /* in: no progress lines */
+    long steps;
+    double seconds, images, first_loss, last_loss;
+} SslRunResult;
+
+/* The whole run: config -> corpus -> loader -> models -> loop -> checkpoints.  With `resume`
+ * continues from <train.output_dir>/checkpoint.h5 exactly. */
+int ssl_pretrain(const Config *cfg, int resume, Ctx *c, SslRunResult *res, Err *e);
+
 #endif

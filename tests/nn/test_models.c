@@ -26,27 +26,27 @@ static int ends_with(const char *s, const char *suf) {
 }
 
 /* mirror of hash_value() in tests/ref/models.py */
+static float hash_value(const char *name, size_t i, int ndim, size_t fan_in) {
+    uint32_t x = fnv1a(name) + (uint32_t)i * 2654435761u;
+    x ^= x >> 16;
+    x *= 0x45D9F3Bu;
+    x ^= x >> 16;
+    double u = (double)x / 4294967296.0, v;
+    if (ends_with(name, "num_batches_tracked")) v = 0;
+    else if (ends_with(name, "running_var")) v = 0.5 + u;
+    else if (ends_with(name, "running_mean")) v = 0.2 * (u - 0.5);
+    else if (ends_with(name, "weight_g")) v = 1;
+    else if (ndim >= 2) v = (2.0 * u - 1.0) / sqrt((double)fan_in);
+    else if (ends_with(name, "bias")) v = 0.2 * (u - 0.5);
+    else v = 1.0 + 0.2 * (u - 0.5);
+    return (float)v;
+}
+
 static void hash_fill_params(ParamStore *ps) {
     for (size_t k = 0; k < ps->n; k++) {
-        const Param *p = &ps->p[k];
-        Tensor *t = p->t;
-        uint32_t h0 = fnv1a(p->name);
+        Tensor *t = ps->p[k].t;
         size_t fan_in = t->ndim >= 2 ? t->numel / t->shape[0] : 1;
-        for (size_t i = 0; i < t->numel; i++) {
-            uint32_t x = h0 + (uint32_t)i * 2654435761u;
-            x ^= x >> 16;
-            x *= 0x45D9F3Bu;
-            x ^= x >> 16;
-            double u = (double)x / 4294967296.0, v;
-            if (ends_with(p->name, "num_batches_tracked")) v = 0;
-            else if (ends_with(p->name, "running_var")) v = 0.5 + u;
-            else if (ends_with(p->name, "running_mean")) v = 0.2 * (u - 0.5);
-            else if (ends_with(p->name, "weight_g")) v = 1;
-            else if (t->ndim >= 2) v = (2.0 * u - 1.0) / sqrt((double)fan_in);
-            else if (ends_with(p->name, "bias")) v = 0.2 * (u - 0.5);
-            else v = 1.0 + 0.2 * (u - 0.5);
-            t->data[i] = (float)v;
-        }
+        for (size_t i = 0; i < t->numel; i++) t->data[i] = hash_value(ps->p[k].name, i, t->ndim, fan_in);
     }
 }
 
@@ -366,6 +366,34 @@ static void test_effnet_param_counts(void **st) {
     }
 }
 
+static void test_dino_head_matches_dinov2(void **st) {
+    (void)st;
+    ParamStore ps;
+    params_init(&ps);
+    DinoHead h;
+    dino_head_declare(&h, &ps, "", 48, 64, 32, 100, 3);
+    params_alloc(&ps);
+    hash_fill_params(&ps);
+    for (size_t i = 0; i < 100; i++) h.weight_g->data[i] = 1.0f + hash_value("g", i, 2, 1);
+    Ctx c;
+    ctx_init(&c, 1);
+    RefFile *r = ref_open("models");
+    Tensor *x = ref_tensor(&c, r, "dino_head/x");
+    x->requires_grad = 1;
+    Tensor *z;
+    Tensor *logits = dino_head_forward(&c, &h, x, &z);
+    Tensor *outs[2] = {logits, z};
+    Tensor *ws[2] = {ref_tensor(&c, r, "dino_head/w0"), ref_tensor(&c, r, "dino_head/w1")};
+    compare_output(r, "dino_head", 0, logits, 1e-5);
+    compare_output(r, "dino_head", 1, z, 1e-5);
+    params_zero_grad(&ps);
+    backward(&c, weighted_loss(&c, outs, ws, 2));
+    check_grad_fingerprints(&ps, r, "dino_head", 1e-4);
+    ref_close(r);
+    ctx_free(&c);
+    params_free(&ps);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vit_tiny_matches_dinov2),
@@ -375,6 +403,7 @@ int main(void) {
         cmocka_unit_test(test_effnet_b0_train_bn_matches_lukemelas),
         cmocka_unit_test(test_effnet_static_padding_quirk),
         cmocka_unit_test(test_effnet_param_counts),
+        cmocka_unit_test(test_dino_head_matches_dinov2),
     };
     return RUN_GROUP(tests);
 }

@@ -322,6 +322,22 @@ def order_block(keys):
 
 
 # --------------------------------------------------------------------------------------------
+# DINOv2 DINOHead (dinov2/layers/dino_head.py)
+
+class DINOHead(nn.Module):
+    def __init__(self, in_dim, out_dim, hidden_dim, bottleneck_dim):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim),
+                                 nn.GELU(), nn.Linear(hidden_dim, bottleneck_dim))
+        self.last_layer = nn.utils.weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
+        self.last_layer.weight_g.data.fill_(1)
+
+    def forward(self, x):
+        z = F.normalize(self.mlp(x), dim=-1, p=2, eps=1e-12)
+        return self.last_layer(z), z
+
+
+# --------------------------------------------------------------------------------------------
 
 def fingerprint(g):
     g = g.detach().reshape(-1).double()
@@ -401,6 +417,12 @@ def main():
         hash_fill(net)
         x = torch.randn(1, 3, 72, 72, generator=gen)
         write_case(f, "effnet_b0_static224_at72", net, x, [torch.randn(1, 1280, generator=gen)], grads=False)
+        head = DINOHead(48, 100, 64, 32)
+        hash_fill(head)
+        with torch.no_grad():  # a non-unit g checks that the scale is applied per prototype
+            head.last_layer.weight_g.copy_(torch.from_numpy(1.0 + hash_value("g", (100, 1))))
+        x = torch.randn(6, 48, generator=gen)
+        write_case(f, "dino_head", head, x, [torch.randn(6, 100, generator=gen), torch.randn(6, 32, generator=gen)])
     print("wrote", OUT)
 
 

@@ -1,0 +1,180 @@
+/*
+ * perf_loader.c — throughput of the data path: synthetic VinDr-style dataset -> converter ->
+ * prepared HDF5 -> DINOv2 multi-crop loader (2 x 224 + 8 x 96, iBOT masks) and the plain
+ * supervised loader (512 + CLAHE).  Prints numbers; asserts nothing about time.
+ *
+ *   perf_loader [n_patients=16] [prepared_size=256] [workers=2] [batches=12]
+ *
+ * The synthetic generator (data/synth.h) writes the raw dataset; if it fails the program falls
+ * back to random images written straight into a prepared file (and says so).
+ */
+#include "data/data.h"
+
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static double cpu_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int random_prepared(const char *path, int n, int size, Err *e) {
+    PrepSchema s = {.dataset = "random", .height = size, .width = size, .bits = 16, .gzip = 4, .n_labels = 1,
+                    .labels = {{"density", PREP_CLASSES_DENSITY}}};
+    PrepWriter *w;
+    if (prep_writer_open(&w, path, &s, e)) return 1;
+    uint16_t *px = malloc((size_t)size * size * sizeof *px);
+    Rng r;
+    rng_init(&r, 1);
+    for (int i = 0; i < n; i++) {
+        for (int y = 0; y < size; y++)
+            for (int x = 0; x < size; x++)
+                px[(size_t)y * size + x] = (uint16_t)(x < size * 2 / 3 ? 20000 + (rng_u32(&r) & 8191) + 40 * y : 0);
+        int32_t lab = i % 4;
+        char id[32];
+        snprintf(id, sizeof id, "r%d", i);
+        PrepSample smp = {.pixels = px, .labels = &lab, .split = 0, .patient_id = id, .image_id = id};
+        if (prep_writer_add(w, &smp, e)) {
+            free(px);
+            prep_writer_abort(w);
+            return 1;
+        }
+    }
+    free(px);
+    return prep_writer_close(w, e);
+}
+
+static void bench_loader(const char *name, const Corpus *c, LoaderConfig cfg, int n_batches) {
+    Loader *L;
+    Err e;
+    if (loader_open(&L, c, &cfg, &e)) {
+        fprintf(stderr, "perf_loader: %s\n", e.msg);
+        return;
+    }
+    const Batch *b;
+    for (int k = 0; k < 2; k++)   /* warm-up: threads started, buffers touched */
+        if (loader_next(L, &b, &e)) {
+            fprintf(stderr, "perf_loader: %s\n", e.msg);
+            loader_close(L);
+            return;
+        }
+    double t0 = now(), c0 = cpu_now();
+    for (int k = 0; k < n_batches; k++)
+        if (loader_next(L, &b, &e)) {
+            fprintf(stderr, "perf_loader: %s\n", e.msg);
+            break;
+        }
+    double dt = now() - t0, dc = cpu_now() - c0;
+    /* wall time depends on what else runs on the machine; CPU time per image does not (much) */
+    printf("%-42s workers %d  batch %3d  %6.2f batches/s  %7.1f images/s  (%.1f ms CPU per image)\n", name,
+           cfg.n_workers, cfg.batch_size, n_batches / dt, n_batches * cfg.batch_size / dt,
+           1e3 * dc / (n_batches * cfg.batch_size));
+    loader_close(L);
+}
+
+int main(int argc, char **argv) {
+    long n_patients = argc > 1 ? atol(argv[1]) : 16;
+    int size = argc > 2 ? atoi(argv[2]) : 256;
+    int workers = argc > 3 ? atoi(argv[3]) : 2;
+    int n_batches = argc > 4 ? atoi(argv[4]) : 12;
+    engine_threads_init();
+    char dir[] = "/tmp/versa_perf_loader_XXXXXX";
+    if (!mkdtemp(dir)) return 1;
+    char raw[300], prepared[300], prepared512[300];
+    snprintf(raw, sizeof raw, "%s/raw", dir);
+    snprintf(prepared, sizeof prepared, "%s/vindr_%d.h5", dir, size);
+    snprintf(prepared512, sizeof prepared512, "%s/vindr_512.h5", dir);
+    printf("perf_loader: %d OpenMP threads, %ld synthetic patients (%ld images)\n", omp_get_max_threads(), n_patients,
+           4 * n_patients);
+
+    Err e;
+    SynthConfig sc;
+    synth_config_default(&sc);
+    sc.n_patients = n_patients;
+    sc.quiet = 1;
+    double t0 = now();
+    int have_raw = synth_write_dataset(&sc, raw, SYNTH_FMT_VINDR, &e) == 0;
+    double t_synth = now() - t0;
+    int n_images = 0;
+    if (have_raw) {
+        printf("synthesis (VinDr format, %dx%d 12-bit DICOM): %.1f images/s\n", sc.width, sc.height,
+               4.0 * n_patients / t_synth);
+        int sizes[2] = {size, 512};
+        const char *outs[2] = {prepared, prepared512};
+        for (int k = 0; k < (size == 512 ? 1 : 2); k++) {
+            ConvertOpts o = convert_opts_default();
+            char vroot[340];
+            snprintf(vroot, sizeof vroot, "%s/vindr-mammo", raw);
+            o.raw_root = vroot;
+            o.out_path = outs[k];
+            o.width = o.height = sizes[k];
+            ConvertStats st;
+            if (convert_vindr(&o, &st, &e)) {
+                fprintf(stderr, "perf_loader: convert: %s\n", e.msg);
+                have_raw = 0;
+                break;
+            }
+            n_images = (int)st.n_written;
+            printf("convert_vindr -> %dx%d uint16 gzip 4: %ld images in %.2f s = %.1f images/s\n", sizes[k], sizes[k],
+                   st.n_written, st.seconds, st.n_written / st.seconds);
+        }
+    } else {
+        fprintf(stderr, "perf_loader: synthetic dataset unavailable (%s); using random images\n", e.msg);
+    }
+    if (!have_raw) {
+        n_images = (int)(4 * n_patients);
+        if (random_prepared(prepared, n_images, size, &e) || random_prepared(prepared512, n_images, 512, &e)) {
+            fprintf(stderr, "perf_loader: %s\n", e.msg);
+            return 1;
+        }
+    }
+
+    Corpus c;
+    CorpusSource src = {prepared, 1.0f};
+    if (corpus_open(&c, &src, 1, &e)) {
+        fprintf(stderr, "perf_loader: %s\n", e.msg);
+        return 1;
+    }
+    LoaderConfig cfg = loader_config_default(LOADER_MULTICROP);
+    cfg.split = -1;
+    cfg.batch_size = 32 < n_images ? 32 : n_images;
+    cfg.n_workers = workers;
+    char name[128];
+    snprintf(name, sizeof name, "multi-crop 2x224 + 8x96 + iBOT, from %d", size);
+    bench_loader(name, &c, cfg, n_batches);
+    cfg.n_workers = 1;
+    bench_loader(name, &c, cfg, n_batches / 2 > 2 ? n_batches / 2 : 2);
+    corpus_close(&c);
+
+    CorpusSource s512 = {prepared512, 1.0f};
+    if (corpus_open(&c, &s512, 1, &e) == 0) {
+        cfg = loader_config_default(LOADER_MULTICROP);
+        cfg.split = -1;
+        cfg.batch_size = 32 < n_images ? 32 : n_images;
+        cfg.n_workers = workers;
+        bench_loader("multi-crop 2x224 + 8x96 + iBOT, from 512", &c, cfg, n_batches);
+        LoaderConfig pc = loader_config_default(LOADER_PLAIN);
+        pc.batch_size = 8 < n_images ? 8 : n_images;
+        pc.n_workers = workers;
+        pc.plain.hflip_p = pc.plain.vflip_p = 0.5f;
+        bench_loader("plain 512, flips", &c, pc, n_batches);
+        pc.plain.clahe = 1;
+        bench_loader("plain 512, flips + CLAHE (2.0, 8x8)", &c, pc, n_batches);
+        corpus_close(&c);
+    }
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0) fprintf(stderr, "perf_loader: could not remove %s\n", dir);
+    return 0;
+}
