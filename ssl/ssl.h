@@ -113,4 +113,18 @@ typedef struct SslRunResult {
  * continues from <train.output_dir>/checkpoint.h5 exactly. */
 int ssl_pretrain(const Config *cfg, int resume, Ctx *c, SslRunResult *res, Err *e);
 
+/* A stage-1 model from a checkpoint: its config is read from the file; `which` is "teacher" or
+ * "student".  The store is values-only (inference). */
+int ssl_load_model(const char *ckpt, const char *which, SslConfig *s, SslModel *m, ParamStore *ps, Err *e);
+
+/* `versa extract` (ssl/extract.c): features of every sample of a prepared file, to HDF5:
+ * /cls, /gap (N, C), /dino_bottleneck, /ibot_bottleneck (N, bottleneck), /sample (N). */
+typedef struct SslExtractOpts {
+    const char *checkpoint, *which, *prepared, *out;
+    int image_size;       /* 0: the global crop size of pretraining */
+    int batch;
+    int quiet;
+} SslExtractOpts;
+int ssl_extract(const SslExtractOpts *o, Ctx *c, Err *e);
+
 #endif
