@@ -394,6 +394,43 @@ static void test_dino_head_matches_dinov2(void **st) {
     params_free(&ps);
 }
 
+/* PyTorch -> C through the normal checkpoint loader: a state_dict exported by h5py, nothing else */
+static void test_vit_loads_pytorch_state_dict(void **st) {
+    (void)st;
+    ViTConfig cfg;
+    vit_config("vit_tiny", 16, 32, &cfg);
+    cfg.embed_dim = 32;
+    cfg.depth = 2;
+    cfg.heads = 2;
+    ParamStore ps;
+    params_init(&ps);
+    ViT vit;
+    vit_declare(&vit, &cfg, &ps, "");
+    params_alloc(&ps);
+    Err e = {0};
+    const char *dir = getenv("VERSA_REF_DIR");
+    char path[512];
+    snprintf(path, sizeof path, "%s/vit_micro_torch.h5", dir ? dir : "tests/ref/data");
+    if (ckpt_load(path, &ps, "", 0, NULL, NULL, 0, NULL, 0, &e)) fail_msg("%s", e.msg);
+    Ctx c;
+    ctx_init(&c, 1);
+    ctx_set_grad(&c, 0);
+    c.training = 0;
+    RefFile *r = ref_open("vit_micro_io");
+    Tensor *x = ref_tensor(&c, r, "x");
+    ViTOut o = vit_forward(&c, &vit, x, NULL);
+    size_t n;
+    float *cls = ref_get(r, "cls", &n, NULL, NULL), *pooled = ref_get(r, "pooled", &n, NULL, NULL);
+    assert_close("cls", o.cls->data, cls, o.cls->numel, 1e-5, 1e-4);
+    assert_close("pooled", o.pooled->data, pooled, o.pooled->numel, 1e-5, 1e-4);
+    free(cls);
+    free(pooled);
+    ref_close(r);
+    ctx_free(&c);
+    vit_free(&vit);
+    params_free(&ps);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vit_tiny_matches_dinov2),
@@ -404,6 +441,7 @@ int main(void) {
         cmocka_unit_test(test_effnet_static_padding_quirk),
         cmocka_unit_test(test_effnet_param_counts),
         cmocka_unit_test(test_dino_head_matches_dinov2),
+        cmocka_unit_test(test_vit_loads_pytorch_state_dict),
     };
     return RUN_GROUP(tests);
 }

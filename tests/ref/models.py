@@ -425,6 +425,26 @@ def main():
         write_case(f, "dino_head", head, x, [torch.randn(6, 100, generator=gen), torch.randn(6, 32, generator=gen)])
     print("wrote", OUT)
 
+    # A PyTorch-initialised micro ViT exported the way a user exports any state_dict (one dataset
+    # per key, nothing else): the C test loads it through the normal checkpoint loader.
+    torch.manual_seed(1)
+    micro = ViT(img_size=32, patch=16, dim=32, depth=2, heads=2).eval()
+    with torch.no_grad():
+        for blk in micro.blocks:
+            blk.ls1.gamma.fill_(0.5)
+            blk.ls2.gamma.fill_(0.5)
+        micro.pos_embed.normal_(0, 0.02)
+        micro.cls_token.normal_(0, 0.02)
+    with h5py.File("tests/ref/data/vit_micro_torch.h5", "w") as f:
+        for k, v in micro.state_dict().items():
+            f[k] = v.numpy()
+    x = torch.randn(2, 3, 48, 32, generator=gen)
+    with torch.no_grad():
+        cls, patch, pooled = micro(x)
+    with h5py.File("tests/ref/data/vit_micro_io.h5", "w") as f:
+        f["x"], f["cls"], f["pooled"] = x.numpy(), cls.numpy(), pooled.numpy()
+    print("wrote tests/ref/data/vit_micro_torch.h5 and vit_micro_io.h5")
+
 
 if __name__ == "__main__":
     main()
