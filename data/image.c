@@ -212,7 +212,7 @@ int image_load_mem(const uint8_t *buf, size_t n, const char *name, Image *im, Er
         return err_set(e, "%s: absurd image size %dx%d", name, w, h);
     /* No PNG (deflate <= 1032:1) or JPEG (>= 1 bit per 8x8 block) packs more than 2048 pixels
      * per byte: a header claiming more is corrupt, and is refused before stb allocates for it. */
-    if ((size_t)w * (size_t)h > 2048 * n + ((size_t)1 << 22))
+    if ((size_t)w * (size_t)h > 2048 * n + ((size_t)1 << 20))
         return err_set(e, "%s: corrupt or truncated image (%dx%d pixels in %zu bytes)", name, w, h, n);
     int is16 = stbi_is_16_bit_from_memory(buf, (int)n);
     void *data = is16 ? (void *)stbi_load_16_from_memory(buf, (int)n, &w, &h, &ch, 0)

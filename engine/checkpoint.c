@@ -223,6 +223,7 @@ static size_t image_estimate(const CkptStore *stores, int n_stores, const CkptEx
  * image can be written without a second copy: the free at H5Fclose is deferred to us. */
 typedef struct ImageBuf {
     void *mem;
+    int keep;   /* set just before the final H5Fclose: its free is deferred to us */
 } ImageBuf;
 
 static void *image_malloc(size_t size, H5FD_file_image_op_t op, void *udata) {
@@ -246,10 +247,12 @@ static void *image_realloc(void *ptr, size_t size, H5FD_file_image_op_t op, void
 }
 
 static herr_t image_free(void *ptr, H5FD_file_image_op_t op, void *udata) {
-    (void)ptr;
     (void)op;
-    (void)udata;
-    return 0;   /* build_image's caller frees b->mem after writing it */
+    ImageBuf *b = udata;
+    if (b->keep && ptr == b->mem) return 0;   /* the finished image: the caller writes, then frees it */
+    if (ptr == b->mem) b->mem = NULL;
+    free(ptr);
+    return 0;
 }
 
 static void *image_udata_copy(void *udata) {
@@ -266,10 +269,10 @@ static herr_t image_udata_free(void *udata) {
  * leaves a file id behind, and the next H5Fclose or the library's exit handler then crashes (a
  * "disk full" became a segfault at exit).  Writing the image with our own write() loop keeps
  * every I/O error ours to report; the cost is the image in memory while it is written. */
-static void *build_image(const char *path, const CkptStore *stores, int n_stores, const CkptMeta *meta,
-                         const CkptExtra *extra, int n_extra, size_t *size, Err *e) {
+static void *build_image(const char *path, const char *tmp, const CkptStore *stores, int n_stores,
+                         const CkptMeta *meta, const CkptExtra *extra, int n_extra, size_t *size, Err *e) {
     size_t increment = image_estimate(stores, n_stores, extra, n_extra);
-    ImageBuf buf = {NULL};
+    ImageBuf buf = {NULL, 0};
     H5FD_file_image_callbacks_t cb = {image_malloc,   image_memcpy,     image_realloc, image_free,
                                       image_udata_copy, image_udata_free, &buf};
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -279,7 +282,10 @@ static void *build_image(const char *path, const CkptStore *stores, int n_stores
         err_set(e, "%s: cannot set up the HDF5 in-memory driver", path);
         return NULL;
     }
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    /* The core driver first reads an existing file of that name into memory, so the image is
+     * named after the temporary file, which the caller has just removed (never the checkpoint:
+     * that would read the whole previous checkpoint). */
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
     if (f < 0) {
         free(buf.mem);
@@ -290,6 +296,7 @@ static void *build_image(const char *path, const CkptStore *stores, int n_stores
     if (!bad && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) bad = err_set(e, "%s: cannot flush the HDF5 image", path);
     ssize_t n = bad ? -1 : H5Fget_file_image(f, NULL, 0);   /* the size only: no copy */
     if (!bad && n <= 0) bad = err_set(e, "%s: cannot size the HDF5 image", path);
+    buf.keep = !bad;
     if (H5Fclose(f) < 0 && !bad) bad = err_set(e, "%s: cannot finish the HDF5 image", path);   /* memory only */
     if (bad || !buf.mem) {
         if (!bad) err_set(e, "%s: the HDF5 image is empty", path);
@@ -321,9 +328,10 @@ int ckpt_save_stores(const char *path, const CkptStore *stores, int n_stores, co
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof tmp)
         return err_set(e, "%s: path too long", path);
 
+    unlink(tmp);   /* a leftover of an earlier process with our pid: garbage */
     H5Quiet q = h5_quiet();
     size_t size = 0;
-    void *image = build_image(path, stores, n_stores, meta, extra, n_extra, &size, e);
+    void *image = build_image(path, tmp, stores, n_stores, meta, extra, n_extra, &size, e);
     h5_restore(q);
     if (!image) return 1;
 

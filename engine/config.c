@@ -19,7 +19,8 @@
 
 #define CFG_MAX_DEPTH 32         /* nesting; also bounds alias expansion */
 #define CFG_MAX_KEY 256
-#define CFG_MAX_ENTRIES 100000   /* aliases can multiply nodes ("billion laughs") */
+#define CFG_MAX_ENTRIES 10000    /* real configs have hundreds; inserts are linear scans */
+#define CFG_MAX_VISITS 1000000   /* YAML aliases can multiply nodes ("billion laughs") */
 
 static const char *type_name[] = {"string", "float", "int", "bool", "list"};
 
@@ -348,6 +349,7 @@ typedef struct Loader {
     const char *where;
     int origin;
     int mode;
+    size_t visits;      /* nodes walked, aliases counted every time they are reached */
 } Loader;
 
 /* a sequence of scalars; 1 when an item is itself a list or a map */
@@ -369,6 +371,7 @@ static int sequence_value(yaml_document_t *doc, yaml_node_t *node, Value *v) {
 
 static int flatten(Loader *ld, yaml_node_t *node, const char *prefix, int depth, Err *e) {
     if (depth > CFG_MAX_DEPTH) return err_set(e, "%s: nesting deeper than %d at '%s'", ld->where, CFG_MAX_DEPTH, prefix);
+    if (++ld->visits > CFG_MAX_VISITS) return err_set(e, "%s: too many nodes (alias expansion?)", ld->where);
     Value v;
     memset(&v, 0, sizeof v);
     switch (node->type) {
@@ -426,7 +429,7 @@ static int load_parser(Config *cfg, yaml_parser_t *parser, const char *where, in
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     cfg->stamp++;
     if (root) {
-        Loader ld = {cfg, &doc, where, add_origin(cfg, where), mode};
+        Loader ld = {cfg, &doc, where, add_origin(cfg, where), mode, 0};
         bad = flatten(&ld, root, "", 0, e);
     }
     yaml_document_delete(&doc);

@@ -129,6 +129,8 @@ static void im2col_tile(const ConvGeom *g, const float *x, size_t oh0, size_t oh
                     const float *xr = x + (c * g->H + (size_t)ih) * g->W;   /* input row ih */
                     for (long ow = 0; ow < lo; ow++) d[ow] = 0.0f;
                     if (g->sw == 1) memcpy(d + lo, xr + lo + off, (size_t)(hi - lo) * sizeof(float));
+                    else if (g->sw == 2)   /* a literal stride lets the compiler vectorise the gather */
+                        for (long ow = lo; ow < hi; ow++) d[ow] = xr[2 * ow + off];
                     else
                         for (long ow = lo; ow < hi; ow++) d[ow] = xr[ow * g->sw + off];
                     for (long ow = hi; ow < (long)g->OW; ow++) d[ow] = 0.0f;
@@ -154,7 +156,12 @@ static void col2im_tile(const ConvGeom *g, const float *col, size_t oh0, size_t 
                     if (ih < 0 || ih >= (long)g->H) continue;
                     const float *s = src + (oh - oh0) * g->OW;
                     float *dr = dx + (c * g->H + (size_t)ih) * g->W;   /* input row ih */
-                    for (long ow = lo; ow < hi; ow++) dr[ow * g->sw + off] += s[ow];
+                    if (g->sw == 1)
+                        for (long ow = lo; ow < hi; ow++) dr[ow + off] += s[ow];
+                    else if (g->sw == 2)
+                        for (long ow = lo; ow < hi; ow++) dr[2 * ow + off] += s[ow];
+                    else
+                        for (long ow = lo; ow < hi; ow++) dr[ow * g->sw + off] += s[ow];
                 }
             }
         }
@@ -311,9 +318,9 @@ static DwPad dw_pad_geom(const ConvGeom *g, const Conv2dArgs *a) {
     return p;
 }
 
-/* buf (Hp, s, Wq) = zero-padded, phase-split copy of plane x (H, W) */
+/* buf (Hp, s, Wq) = zero-padded, phase-split copy of plane x (H, W).  Only the interior is
+ * written: a thread zeroes its buffer once and the padding stays zero from plane to plane. */
 static void dw_pad_plane(const ConvGeom *g, const DwPad *p, const float *x, float *buf) {
-    memset(buf, 0, p->Hp * p->row * sizeof(float));
     for (size_t ih = 0; ih < g->H; ih++) {
         float *br = buf + (ih + (size_t)g->pt) * p->row;
         const float *xr = x + ih * g->W;
@@ -441,7 +448,7 @@ static void dw_forward(Ctx *c, const ConvGeom *g, const DwPad *p, const float *x
                        float *y) {
     int nt = omp_get_max_threads();
     size_t pf = p->Hp * p->row, HW = g->H * g->W, OHW = g->OH * g->OW, KK = g->KH * g->KW;
-    float *bufs = arena_alloc(&c->step, (size_t)nt * pf * sizeof(float)); /* (nt, Hp, s, Wq) */
+    float *bufs = arena_calloc(&c->step, (size_t)nt * pf * sizeof(float)); /* (nt, Hp, s, Wq) */
     size_t planes = g->N * g->C;
 #pragma omp parallel for schedule(static) if (planes * OHW * p->ntap >= PAR_MIN_WORK)
     for (size_t nc = 0; nc < planes; nc++) {
@@ -475,14 +482,10 @@ static DwBack dw_back_geom(const ConvGeom *g, const DwPad *p) {
     return b;
 }
 
-/* dyp (OH, dys) = widened copy of dy (OH, OW) */
+/* dyp (OH, dys) = widened copy of dy (OH, OW); the zeros around the values are written once
+ * per thread (a zeroed buffer) and never overwritten */
 static void dw_widen_dy(const ConvGeom *g, const DwBack *b, const float *dy, float *dyp) {
-    for (size_t oh = 0; oh < g->OH; oh++) {
-        float *d = dyp + oh * b->dys;
-        memset(d, 0, b->LP * sizeof(float));
-        memcpy(d + b->LP, dy + oh * g->OW, g->OW * sizeof(float));
-        memset(d + b->LP + g->OW, 0, (b->dys - b->LP - g->OW) * sizeof(float));
-    }
+    for (size_t oh = 0; oh < g->OH; oh++) memcpy(dyp + oh * b->dys + b->LP, dy + oh * g->OW, g->OW * sizeof(float));
 }
 
 /* dk (KH, KW) += correlation of dy with the padded plane.  Each tap keeps 8 lane sums over the
@@ -546,12 +549,13 @@ static void dw_backward(Ctx *c, const ConvGeom *g, const DwPad *p, const float *
     DwBack b = dw_back_geom(g, p);
     size_t pf = p->Hp * p->row + DW_SLACK, HW = g->H * g->W, OHW = g->OH * g->OW, KK = g->KH * g->KW;
     size_t df = g->OH * b.dys;
-    float *bufs = arena_alloc(&c->step, (size_t)nt * pf * sizeof(float)); /* (nt, Hp*s*Wq + slack) */
-    float *dyps = arena_alloc(&c->step, (size_t)nt * df * sizeof(float)); /* (nt, OH, dys) */
+    float *bufs = arena_calloc(&c->step, (size_t)nt * pf * sizeof(float));  /* (nt, Hp*s*Wq + slack): x */
+    float *dbufs = arena_alloc(&c->step, (size_t)nt * pf * sizeof(float));  /* (nt, Hp*s*Wq + slack): dx */
+    float *dyps = arena_calloc(&c->step, (size_t)nt * df * sizeof(float));  /* (nt, OH, dys) */
 #pragma omp parallel for schedule(static) if (g->N * g->C * OHW * p->ntap >= PAR_MIN_WORK)
     for (size_t ch = 0; ch < g->C; ch++) {
         int t = omp_get_thread_num();
-        float *buf = bufs + (size_t)t * pf, *dyp = dyps + (size_t)t * df;
+        float *buf = bufs + (size_t)t * pf, *dbuf = dbufs + (size_t)t * pf, *dyp = dyps + (size_t)t * df;
         double dk_sum[DW_MAX_TAPS];   /* (KH*KW) batch sum of the per-plane float sums */
         float dk[DW_MAX_TAPS];
         for (size_t i = 0; i < KK; i++) dk_sum[i] = 0.0;
@@ -561,13 +565,12 @@ static void dw_backward(Ctx *c, const ConvGeom *g, const DwPad *p, const float *
             if (dw) {
                 for (size_t i = 0; i < KK; i++) dk[i] = 0.0f;
                 dw_pad_plane(g, p, x + nc * HW, buf);
-                memset(buf + pf - DW_SLACK, 0, DW_SLACK * sizeof(float));
                 dw_plane_dweight(g, p, &b, buf, dyp, dk);
                 for (size_t i = 0; i < KK; i++) dk_sum[i] += dk[i];
             }
             if (dx) {
-                dw_plane_dinput(g, p, &b, dyp, w + ch * KK, buf);
-                dw_unpad_add(g, p, buf, dx + nc * HW);
+                dw_plane_dinput(g, p, &b, dyp, w + ch * KK, dbuf);
+                dw_unpad_add(g, p, dbuf, dx + nc * HW);
             }
         }
         if (dw)

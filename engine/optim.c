@@ -38,7 +38,7 @@ typedef struct AdamScalars {
 
 /* torch.optim.AdamW: decoupled decay p *= 1 - lr*wd, then the bias-corrected Adam step. */
 static void adamw_update(float *p, const float *g, float *m, float *v, size_t n, AdamScalars a) {
-    #pragma omp for schedule(static) nowait
+    #pragma omp for simd schedule(static) nowait
     for (size_t i = 0; i < n; i++) {
         float pi = p[i] * a.decay;
         m[i] = m[i] * a.beta1 + a.one_minus_beta1 * g[i];
@@ -50,7 +50,7 @@ static void adamw_update(float *p, const float *g, float *m, float *v, size_t n,
 
 /* torch.optim.Adam: L2 decay is added to the gradient before the moments see it. */
 static void adam_update(float *p, const float *g, float *m, float *v, size_t n, AdamScalars a) {
-    #pragma omp for schedule(static) nowait
+    #pragma omp for simd schedule(static) nowait
     for (size_t i = 0; i < n; i++) {
         float gi = g[i] + a.decay * p[i];
         m[i] = m[i] * a.beta1 + a.one_minus_beta1 * gi;
@@ -65,7 +65,7 @@ static void adam_update(float *p, const float *g, float *m, float *v, size_t n, 
  * first step (and a tensor unfrozen later starts its buffer exactly as PyTorch would). */
 static void sgd_update(float *p, const float *g, float *buf, size_t n, float lr, float wd, float momentum,
                        int nesterov) {
-    #pragma omp for schedule(static) nowait
+    #pragma omp for simd schedule(static) nowait
     for (size_t i = 0; i < n; i++) {
         float d = g[i] + wd * p[i];
         if (momentum != 0.0f) {

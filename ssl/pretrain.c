@@ -59,6 +59,7 @@ const CfgSpec PRETRAIN_KEYS[] = {
     {"crops.local_crops_scale", CFG_LIST, "[0.05, 0.32]", "RandomResizedCrop scale of local crops"},
     {"crops.global_crops_size", CFG_INT, "224", "global crop size (pixels)"},
     {"crops.local_crops_size", CFG_INT, "96", "local crop size (pixels)"},
+    {"crops.blur_dinov2_quirk", CFG_BOOL, "false", "apply blur with 1 - p like upstream DINOv2 (VersaMammo quirk Q9)"},
     {"optim.epochs", CFG_INT, "100", "epochs of OFFICIAL_EPOCH_LENGTH iterations"},
     {"optim.base_lr", CFG_FLOAT, "0.004", "learning rate before batch-size scaling"},
     {"optim.lr", CFG_FLOAT, NULL, "peak learning rate; overrides base_lr * scaling when set"},
@@ -136,6 +137,7 @@ int ssl_config_from(const Config *cfg, SslConfig *s, Err *e) {
     s->n_local = (int)cfg_get_int(cfg, "crops.local_crops_number", 8, e);
     s->global_size = gsize;
     s->local_size = (int)cfg_get_int(cfg, "crops.local_crops_size", 96, e);
+    s->blur_quirk = cfg_get_bool(cfg, "crops.blur_dinov2_quirk", 0, e);
     s->epochs = cfg_get_int(cfg, "optim.epochs", 100, e);
     long max_it = cfg_get_int(cfg, "train.max_iterations", 0, e);
     s->total_iters = s->epochs * s->epoch_len;
@@ -414,6 +416,7 @@ int ssl_pretrain(const Config *cfg, int resume, Ctx *c, SslRunResult *res, Err *
     lc.crops.global_size = s.global_size;
     lc.crops.local_size = s.local_size;
     lc.crops.n_local = s.n_local;
+    lc.crops.blur_dinov2_quirk = s.blur_quirk;
     memcpy(lc.crops.global_scale, s.global_scale, sizeof s.global_scale);
     memcpy(lc.crops.local_scale, s.local_scale, sizeof s.local_scale);
     lc.patch_size = s.vit.patch;

@@ -56,7 +56,7 @@ typedef struct SslConfig {
     int n_workers, sinkhorn, nan_skip, skip_bad_images;
     long ckpt_every, log_every;
     float global_scale[2], local_scale[2];
-    int n_local, global_size, local_size;
+    int n_local, global_size, local_size, blur_quirk;
     double global_batch, base_lr, lr_override, min_lr;
     int lr_rule;                  /* 0 none, 1 sqrt_wrt_1024, 2 linear_wrt_256 */
     long warmup_epochs, freeze_last_epochs, ttemp_warmup_epochs;

@@ -385,6 +385,45 @@ static void test_writer_rejects(void **s) {
     image_free(&im);
 }
 
+/* PixelPaddingValue: excluded from the min-max range, and zeroed on request (after inversion). */
+static void test_padding_and_full_window(void **s) {
+    (void)s;
+    Image im;
+    Err e;
+    assert_int_equal(image_alloc(&im, 4, 1, 12, &e), 0);
+    im.px[0] = 0; im.px[1] = 100; im.px[2] = 200; im.px[3] = 300;
+    DicomInfo in;
+    dicom_info_init(&in);
+    snprintf(in.photometric, sizeof in.photometric, "MONOCHROME1");
+    in.has_padding = 1;
+    in.padding_value = 0;
+    uint8_t *buf;
+    size_t n;
+    assert_int_equal(dicom_write_mem(&in, &im, &buf, &n, &e), 0);
+    Dicom d;
+    assert_int_equal(dicom_read_mem(buf, n, "pad.dcm", &d, 0, &e), 0);
+    float out[4];
+    /* min-max over 100..300 (padding ignored), inverted: 1, 0.5, 0; the padding pixel clamps to
+     * 0 before inversion -> 1, unless zeroed */
+    assert_int_equal(dicom_render_f32(&d, NULL, out, &e), 0);
+    assert_float_equal(out[0], 1.0, 1e-7);
+    assert_float_equal(out[1], 1.0, 1e-7);
+    assert_float_equal(out[2], 0.5, 1e-7);
+    assert_float_equal(out[3], 0.0, 1e-7);
+    DicomRenderOpts zp = {.zero_padding = 1};
+    assert_int_equal(dicom_render_f32(&d, &zp, out, &e), 0);
+    assert_float_equal(out[0], 0.0, 0);
+    assert_float_equal(out[2], 0.5, 1e-7);
+    /* the full 12-bit range instead of min-max: y = 1 - s / 4095 */
+    DicomRenderOpts full = {.window = DICOM_WINDOW_FULL};
+    assert_int_equal(dicom_render_f32(&d, &full, out, &e), 0);
+    assert_float_equal(out[3], 1.0 - 300.0 / 4095.0, 1e-6);
+    assert_float_equal(out[0], 1.0, 1e-7);
+    dicom_free(&d);
+    free(buf);
+    image_free(&im);
+}
+
 /* ---- corrupt, truncated and hostile inputs ---- */
 
 static void test_truncated_everywhere(void **s) {
@@ -568,6 +607,7 @@ int main(void) {
         cmocka_unit_test(test_header_only_and_load_image),
         cmocka_unit_test(test_writer_roundtrip),
         cmocka_unit_test(test_writer_rejects),
+        cmocka_unit_test(test_padding_and_full_window),
         cmocka_unit_test(test_truncated_everywhere),
         cmocka_unit_test(test_absurd_lengths),
         cmocka_unit_test(test_nesting_bomb),

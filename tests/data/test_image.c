@@ -150,6 +150,29 @@ static void test_load_errors(void **s) {
     fclose(f);
     expect_load_error(path, "empty file");
     unlink(path);
+    /* a JPEG whose Huffman table claims more than 256 codes (stb 2.27 would write out of bounds) */
+    FILE *jf = fopen(FIX "ramp.jpg", "rb");
+    assert_non_null(jf);
+    uint8_t jpg[4096];
+    size_t jn = fread(jpg, 1, sizeof jpg, jf);
+    fclose(jf);
+    size_t dht = 2;
+    while (dht + 4 < jn && !(jpg[dht] == 0xFF && jpg[dht + 1] == 0xC4)) dht++;
+    assert_true(dht + 4 < jn);
+    for (int i = 0; i < 16; i++) jpg[dht + 5 + i] = 0x20;   /* 16 x 32 = 512 codes */
+    Image im;
+    Err e;
+    assert_int_not_equal(image_load_mem(jpg, jn, "dht.jpg", &im, &e), 0);
+    assert_string_equal(e.msg, "dht.jpg: corrupt or truncated image (bad JPEG Huffman table)");
+    /* a PNG header claiming 65535 x 65535 pixels in a few bytes is refused before decoding */
+    FILE *pf = fopen(FIX "gray8.png", "rb");
+    uint8_t png[256];
+    size_t pn = fread(png, 1, sizeof png, pf);
+    fclose(pf);
+    png[16] = 0; png[17] = 0; png[18] = 0xFF; png[19] = 0xFF;   /* IHDR width */
+    png[20] = 0; png[21] = 0; png[22] = 0xFF; png[23] = 0xFF;   /* IHDR height */
+    assert_int_not_equal(image_load_mem(png, pn, "big.png", &im, &e), 0);
+    assert_non_null(strstr(e.msg, "big.png: "));
     tmp_path(path, sizeof path, "short.pgm");
     f = fopen(path, "wb");
     fputs("P5\n100 100\n255\nabc", f);

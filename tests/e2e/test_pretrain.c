@@ -200,11 +200,74 @@ static void test_nan_stops_and_keeps_checkpoint(void **st) {
     snapshot_free(&s);
 }
 
+/* 2 ranks x batch B/2 == 1 rank x batch B.  KoLeo (nearest neighbours within a rank's batch, as
+ * DINOv2) and iBOT masks (drawn per rank and batch) differ by design between the two layouts, so
+ * they are off here; everything else — crops, DINO loss, centers, clipping, AdamW, EMA — must
+ * agree up to the summation order of the gradient all-reduce. */
+static void test_two_ranks_match_one(void **st) {
+    (void)st;
+    if (system("command -v mpirun >/dev/null 2>&1") != 0) {
+        print_message("mpirun not found (Debian: openmpi-bin): skipping\n");
+        skip();
+    }
+    const char *common = "train.max_iterations=6 dino.koleo_loss_weight=0 ibot.loss_weight=0";
+    SslRunResult r = {0};
+    Err e = {0};
+    char one[512];
+    snprintf(one, sizeof one, "%s train.batch_size_per_gpu=8", common);
+    if (run("one_rank", one, 0, &r, &e)) fail_msg("1 rank: %s", e.msg);
+    /* the same config as a file for the mpirun'd processes */
+    char yaml[600], cmd[4096];
+    snprintf(yaml, sizeof yaml, "%s/base.yaml", g_dir);
+    FILE *f = fopen(yaml, "w");
+    assert_non_null(f);
+    fputs(BASE_YAML, f);
+    fclose(f);
+    const char *bin = getenv("VERSA_BIN") ? getenv("VERSA_BIN") : "build/versa";
+    snprintf(cmd, sizeof cmd,
+             "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1 "
+             "OMPI_MCA_btl_vader_single_copy_mechanism=none OMP_NUM_THREADS=1 "
+             "timeout 300 mpirun -np 2 --oversubscribe %s pretrain %s %s train.batch_size_per_gpu=4 "
+             "data.sources=[%s] train.output_dir=%s/two_ranks > %s/two_ranks.log 2>&1",
+             bin, yaml, common, g_prepared, g_dir, g_dir);
+    int status = system(cmd);
+    if (status != 0) {
+        char log[700];
+        snprintf(log, sizeof log, "tail -20 %s/two_ranks.log", g_dir);
+        if (system(log)) {}
+        fail_msg("mpirun -np 2 pretrain failed (status %d)", status);
+    }
+    char pa[600], pb[600];
+    snprintf(pa, sizeof pa, "%s/one_rank/checkpoint.h5", g_dir);
+    snprintf(pb, sizeof pb, "%s/two_ranks/checkpoint.h5", g_dir);
+    Snapshot a, b;
+    snapshot_load(&a, pa);
+    snapshot_load(&b, pb);
+    assert_int_equal(a.step, 6);
+    assert_int_equal(b.step, 6);
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < a.s.n_train; i++) {
+        worst = fmax(worst, fabs((double)a.s.data[i] - b.s.data[i]));
+        scale = fmax(scale, fabs((double)a.s.data[i]));
+    }
+    double tworst = 0;
+    for (size_t i = 0; i < a.t.n_train; i++) tworst = fmax(tworst, fabs((double)a.t.data[i] - b.t.data[i]));
+    print_message("2 ranks vs 1 rank after 6 steps: max |student diff| %.3g (max |value| %.3g), teacher %.3g\n",
+                  worst, scale, tworst);
+    /* AdamW normalises the update, so a rounding-level gradient difference can move a parameter by
+     * up to ~lr per step in the worst case; 6 steps at lr <= 1e-3 bound it well below 1e-3 */
+    assert_true(worst < 1e-3);
+    assert_true(tworst < 1e-3);
+    snapshot_free(&a);
+    snapshot_free(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_loss_falls),
         cmocka_unit_test(test_resume_is_exact),
         cmocka_unit_test(test_nan_stops_and_keeps_checkpoint),
+        cmocka_unit_test(test_two_ranks_match_one),
     };
     return cmocka_run_group_tests_name(__FILE__, tests, setup, teardown);
 }

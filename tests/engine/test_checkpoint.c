@@ -395,6 +395,7 @@ static void test_failed_write_keeps_old_checkpoint(void **st) {
     assert_int_equal(mkdir(tmp, 0755), 0);
     memset(&e, 0, sizeof e);
     assert_int_equal(ckpt_save(path, &old, 0, NULL, NULL, 0, &e), 1);
+    print_message("blocked: %s\n", e.msg);
     assert_non_null(strstr(e.msg, "cannot create"));
     rmdir(tmp);
     check_version(path, 1.0f);

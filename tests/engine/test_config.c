@@ -151,6 +151,17 @@ static void test_unknown_key(void **st) {
     memset(&e, 0, sizeof e);
     assert_int_equal(cfg_load_file(&cfg, path, &e), 1);
     assert_non_null(strstr(e.msg, "tasks: only lists of plain values"));
+    /* an alias bomb: 2^30 empty maps reached through aliases must fail fast, not hang */
+    char bomb[2048] = "a0: &a0 {}\n";
+    for (int i = 1; i <= 30; i++) {
+        char line[64];
+        snprintf(line, sizeof line, "a%d: &a%d {x: *a%d, y: *a%d}\n", i, i, i - 1, i - 1);
+        strcat(bomb, line);
+    }
+    write_file(path, bomb);
+    memset(&e, 0, sizeof e);
+    assert_int_equal(cfg_load_file(&cfg, path, &e), 1);
+    assert_non_null(strstr(e.msg, "too many nodes"));
     unlink(path);
     memset(&e, 0, sizeof e);
     assert_int_equal(cfg_load_file(&cfg, path, &e), 1);

@@ -173,7 +173,7 @@ static void check_large(int op, int na, const size_t *sa, int nb, const size_t *
     Rng r;
     rng_init(&r, 77);
     size_t shape_a[VT_MAX_DIMS];
-    memcpy(shape_a, sa, sizeof shape_a);
+    memcpy(shape_a, sa, (size_t)na * sizeof(size_t));
     if (transpose_a) {  /* a is stored swapped and seen through a transpose */
         shape_a[na - 1] = sa[na - 2];
         shape_a[na - 2] = sa[na - 1];
