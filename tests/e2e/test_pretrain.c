@@ -254,10 +254,11 @@ static void test_two_ranks_match_one(void **st) {
     for (size_t i = 0; i < a.t.n_train; i++) tworst = fmax(tworst, fabs((double)a.t.data[i] - b.t.data[i]));
     print_message("2 ranks vs 1 rank after 6 steps: max |student diff| %.3g (max |value| %.3g), teacher %.3g\n",
                   worst, scale, tworst);
-    /* AdamW normalises the update, so a rounding-level gradient difference can move a parameter by
-     * up to ~lr per step in the worst case; 6 steps at lr <= 1e-3 bound it well below 1e-3 */
-    assert_true(worst < 1e-3);
-    assert_true(tworst < 1e-3);
+    /* Only the summation order of the all-reduce differs: measured 2.4e-7 (student) and 6e-8
+     * (teacher) after 6 steps.  AdamW's normalised update can amplify a rounding difference in a
+     * near-zero gradient up to ~lr per step, so allow 1e-5 (lr is 8.8e-4 here). */
+    assert_true(worst < 1e-5);
+    assert_true(tworst < 1e-5);
     snapshot_free(&a);
     snapshot_free(&b);
 }
