@@ -18,7 +18,7 @@
 #define DCM_MAX_DIM 65535
 #define DCM_MAX_PIXELS ((size_t)1 << 26)       /* 67 Mpx; the largest mammograms are ~30 Mpx */
 #define DCM_MAX_FILE ((size_t)1 << 31)
-#define DCM_MAX_INFLATED ((size_t)1 << 31)
+#define DCM_MAX_INFLATED ((size_t)1 << 28)      /* a deflated dataset beyond 256 MB exceeds the pixel limit anyway */
 #define DCM_MAX_DEPTH 24                       /* nested sequences */
 #define DCM_MAX_FRAGMENTS 100000
 #define DCM_UNDEF 0xFFFFFFFFu
@@ -100,6 +100,7 @@ typedef struct Rd {
     Dicom *d;
     PixelRef px;
     int header_only;
+    int partial;          /* the buffer is a prefix of the file (dicom_read_header) */
     /* raw laterality tags, resolved at the end (ImageLaterality wins) */
     char image_laterality, series_laterality;
     int have_pixel_spacing;
@@ -507,7 +508,7 @@ static int inflate_all(Rd *r, const uint8_t *src, size_t n, uint8_t **out, size_
     z_stream z;
     memset(&z, 0, sizeof z);
     if (inflateInit2(&z, -15) != Z_OK) return fail(r, "zlib init failed");
-    size_t cap = n * 4 + 4096, len = 0;
+    size_t cap = n < (DCM_MAX_INFLATED - 4096) / 4 ? n * 4 + 4096 : DCM_MAX_INFLATED, len = 0;
     uint8_t *buf = malloc(cap);
     if (!buf) { inflateEnd(&z); return fail(r, "out of memory inflating the dataset"); }
     z.next_in = (Bytef *)src;
@@ -516,7 +517,7 @@ static int inflate_all(Rd *r, const uint8_t *src, size_t n, uint8_t **out, size_
     for (;;) {
         if (len == cap) {
             if (cap >= DCM_MAX_INFLATED) { free(buf); inflateEnd(&z); return fail(r, "deflated dataset inflates beyond %zu bytes", DCM_MAX_INFLATED); }
-            cap *= 2;
+            cap = cap < DCM_MAX_INFLATED / 2 ? cap * 2 : DCM_MAX_INFLATED;
             uint8_t *nb = realloc(buf, cap);
             if (!nb) { free(buf); inflateEnd(&z); return fail(r, "out of memory inflating the dataset"); }
             buf = nb;
@@ -770,6 +771,7 @@ static int parse_buffer(Rd *r) {
         if (looks_explicit != r->explicit_vr && rd16(r->b + r->pos) != 0xFFFE) r->explicit_vr = looks_explicit;
     }
     int rc = parse_elements(r, r->n, MODE_TOP);
+    if (rc == PARSE_OK && r->partial) rc = fail_trunc(r, TAG_PIXEL_DATA, 8);   /* the prefix ended first */
     if (rc == PARSE_STOP) rc = PARSE_OK;
     else if (rc == PARSE_ITEM_END) rc = fail(r, "corrupt DICOM: unexpected item delimiter at top level");
     if (!rc) {
@@ -868,6 +870,7 @@ int dicom_read_header(const char *path, Dicom *d, Err *e) {
         r.e = e;
         r.d = d;
         r.header_only = 1;
+        r.partial = n < sz;
         int rc = parse_buffer(&r);
         free(buf);
         if (!rc) return 0;
@@ -915,7 +918,7 @@ static int render_lut(const Dicom *d, const DicomRenderOpts *o, float **lut_out,
         smin = s < smin ? s : smin;
         smax = s > smax ? s : smax;
     }
-    if ((int64_t)smax - smin > (1 << 24)) return 1;   /* only J2K with absurd precision gets here */
+    if ((int64_t)smax - smin > (1 << 24)) return 2;   /* only J2K with absurd precision gets here */
     size_t nl = (size_t)((int64_t)smax - smin + 1);
     float *lut = malloc(nl * sizeof(float));
     if (!lut) return 1;
@@ -982,7 +985,8 @@ int dicom_render_f32(const Dicom *d, const DicomRenderOpts *opts, float *out, Er
     DicomRenderOpts o = render_defaults(opts);
     float *lut;
     int32_t smin;
-    if (render_lut(d, &o, &lut, &smin)) return err_set(e, "dicom_render: out of memory");
+    int lr = render_lut(d, &o, &lut, &smin);
+    if (lr) return err_set(e, "dicom_render: %s", lr == 2 ? "pixel values span more than 2^24 levels" : "out of memory");
     size_t npx = (size_t)d->info.rows * (size_t)d->info.cols;
     for (size_t i = 0; i < npx; i++) out[i] = lut[d->pixels[i] - smin];
     free(lut);
@@ -996,7 +1000,8 @@ int dicom_render(const Dicom *d, const DicomRenderOpts *opts, Image *out, Err *e
     if (o.out_bits != 8 && o.out_bits != 16) return err_set(e, "dicom_render: out_bits must be 8 or 16, not %d", o.out_bits);
     float *lut;
     int32_t smin;
-    if (render_lut(d, &o, &lut, &smin)) return err_set(e, "dicom_render: out of memory");
+    int lr = render_lut(d, &o, &lut, &smin);
+    if (lr) return err_set(e, "dicom_render: %s", lr == 2 ? "pixel values span more than 2^24 levels" : "out of memory");
     Image im;
     if (image_alloc(&im, d->info.cols, d->info.rows, o.out_bits, e)) { free(lut); return 1; }
     float m = (float)image_maxval(&im);

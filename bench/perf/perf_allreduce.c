@@ -2,7 +2,9 @@
  *
  * Times dist_allreduce_mean (MPI_Allreduce SUM in place, then * 1/world: exactly what
  * dist_allreduce_grads does per step) over float blocks of 1, 16, 100 and 344 MB (344 MB = the
- * gradient block of ViT-B, ~86M parameters), and the bare dist_allreduce_sum next to it.
+ * gradient block of ViT-B, ~86M parameters), and the bare dist_allreduce_sum next to it; a memcpy
+ * of the same block on every rank at once is the memory-bandwidth yardstick (on a shared machine
+ * it also shows how much of the time is contention).
  * Each timing is the slowest rank's, after a barrier; the median and the best over the repetitions
  * are reported as ms per step, algorithm bandwidth (bytes / time) and bus bandwidth
  * (algbw * 2(p-1)/p, the nccl-tests convention: the bytes each rank moves in a ring all-reduce).
@@ -60,6 +62,13 @@ static void relaunch(int argc, char **argv) {
 /* median / min over reps of the slowest rank's time for one call of fn on n floats */
 typedef void (*ReduceFn)(Ctx *c, float *x, size_t n);
 
+/* the memory-bandwidth yardstick: every rank copies its block at the same time */
+static float *g_copy;   /* (n) */
+static void copy_block(Ctx *c, float *x, size_t n) {
+    (void)c;
+    memcpy(g_copy, x, n * sizeof(float));
+}
+
 static void time_calls(Ctx *c, ReduceFn fn, float *x, size_t n, int reps, double *median, double *best) {
     double *t = malloc((size_t)reps * sizeof(double));
     fn(c, x, n);   /* warm-up: page faults, MPI's temporary buffers */
@@ -101,21 +110,23 @@ int main(int argc, char **argv) {
         }
         printf("== all-reduce of a float block over %d ranks (Open MPI, shared memory, single copy: %s), "
                "load average %s", c.world, sc ? sc : "default", la);
-        printf("%7s %10s %4s | %9s %9s %9s | %7s %7s | %7s %7s\n", "MB", "floats", "reps", "mean ms", "best ms",
-               "sum ms", "algbw", "busbw", "algbw", "busbw");
-        printf("%7s %10s %4s | %9s %9s %9s | %15s | %15s\n", "", "", "", "median", "", "median", "GB/s (median)",
-               "GB/s (best)");
+        printf("%7s %10s %4s | %9s %9s %9s | %7s %7s | %7s %7s | %9s\n", "MB", "floats", "reps", "mean ms",
+               "best ms", "sum ms", "algbw", "busbw", "algbw", "busbw", "memcpy ms");
+        printf("%7s %10s %4s | %9s %9s %9s | %15s | %15s | %9s\n", "", "", "", "median", "", "median",
+               "GB/s (median)", "GB/s (best)", "median");
     }
     for (int s = 0; s < nsz; s++) {
         size_t n = (size_t)(mbs[s] * 1e6 / sizeof(float));
         if (n == 0) continue;
         float *x = malloc(n * sizeof(float));
-        int ok = x != NULL;
+        g_copy = malloc(n * sizeof(float));
+        int ok = x != NULL && g_copy != NULL;
         double okd = ok ? 0.0 : 1.0;
         dist_allreduce_max_double(&c, &okd, 1);
         if (okd != 0.0) {
             if (dist_is_root(&c)) printf("%9.0f  (out of memory on some rank: skipped)\n", mbs[s]);
             free(x);
+            free(g_copy);
             continue;
         }
         Rng rng;
@@ -128,21 +139,25 @@ int main(int argc, char **argv) {
         dist_allreduce_max_double(&c, &once, 1);
         int reps = (int)(2.0 / (once > 1e-6 ? once : 1e-6));
         reps = reps < 3 ? 3 : reps > 50 ? 50 : reps;
-        double med_mean, best_mean, med_sum, best_sum;
+        double med_mean, best_mean, med_sum, best_sum, med_copy, best_copy;
         time_calls(&c, dist_allreduce_mean, x, n, reps, &med_mean, &best_mean);
         time_calls(&c, dist_allreduce_sum, x, n, reps, &med_sum, &best_sum);
+        time_calls(&c, copy_block, x, n, reps, &med_copy, &best_copy);
         double bytes = (double)n * sizeof(float), bus = 2.0 * (c.world - 1) / c.world;
         double algbw = bytes / med_mean / 1e9, algbw_best = bytes / best_mean / 1e9;
         if (dist_is_root(&c)) {
-            printf("%7.0f %10zu %4d | %9.2f %9.2f %9.2f | %7.2f %7.2f | %7.2f %7.2f\n", mbs[s], n, reps, 1e3 * med_mean,
-                   1e3 * best_mean, 1e3 * med_sum, algbw, algbw * bus, algbw_best, algbw_best * bus);
+            printf("%7.0f %10zu %4d | %9.2f %9.2f %9.2f | %7.2f %7.2f | %7.2f %7.2f | %9.2f\n", mbs[s], n, reps,
+                   1e3 * med_mean, 1e3 * best_mean, 1e3 * med_sum, algbw, algbw * bus, algbw_best, algbw_best * bus,
+                   1e3 * med_copy);
             printf("RESULT allreduce %.0f mean_ms %.3f\n", mbs[s], 1e3 * med_mean);
             printf("RESULT allreduce %.0f best_ms %.3f\n", mbs[s], 1e3 * best_mean);
             printf("RESULT allreduce %.0f algbw_gbs %.3f\n", mbs[s], algbw);
             printf("RESULT allreduce %.0f busbw_gbs %.3f\n", mbs[s], algbw * bus);
+            printf("RESULT allreduce %.0f memcpy_ms %.3f\n", mbs[s], 1e3 * med_copy);
             fflush(stdout);
         }
         free(x);
+        free(g_copy);
     }
     dist_finalize();
     ctx_free(&c);

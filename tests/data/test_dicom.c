@@ -266,6 +266,41 @@ static void test_header_only_and_load_image(void **s) {
     image_free(&im);
 }
 
+/* dicom_read_header reads a 64 kB prefix first; a header running past it (here a large private
+ * element before the image tags, ending exactly on the prefix boundary) must trigger a re-read,
+ * never a silently incomplete header. */
+static void test_header_past_prefix(void **s) {
+    (void)s;
+    size_t n;
+    uint8_t *orig = slurp(FIX "explicit_le.dcm", &n);
+    size_t ds0 = 144 + (size_t)(orig[140] | orig[141] << 8);   /* after the meta group */
+    size_t len = 65536 - 12 - ds0;
+    size_t m = n + 12 + len;
+    uint8_t *b = calloc(m, 1);
+    memcpy(b, orig, ds0);
+    const uint8_t hdr[12] = {0x09, 0x00, 0x00, 0x10, 'O', 'B', 0, 0, (uint8_t)len, (uint8_t)(len >> 8), 0, 0};
+    memcpy(b + ds0, hdr, 12);
+    memcpy(b + ds0 + 12 + len, orig + ds0, n - ds0);
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/versa_test_dicom_%d_prefix.dcm", (int)getpid());
+    FILE *f = fopen(path, "wb");
+    fwrite(b, 1, m, f);
+    fclose(f);
+    Dicom d;
+    Err e;
+    assert_int_equal(dicom_read_header(path, &d, &e), 0);
+    assert_int_equal(d.info.rows, 4);
+    assert_int_equal(d.info.cols, 6);
+    assert_string_equal(d.info.view, "MLO");
+    dicom_free(&d);
+    read_ok(path, &d);
+    check_p12(&d, 6, 4);
+    dicom_free(&d);
+    unlink(path);
+    free(b);
+    free(orig);
+}
+
 /* ---- writer ---- */
 
 static void tmp_path(char *buf, size_t n, const char *tag) {
@@ -605,6 +640,7 @@ int main(void) {
         cmocka_unit_test(test_jpeg2000),
         cmocka_unit_test(test_unsupported_syntax),
         cmocka_unit_test(test_header_only_and_load_image),
+        cmocka_unit_test(test_header_past_prefix),
         cmocka_unit_test(test_writer_roundtrip),
         cmocka_unit_test(test_writer_rejects),
         cmocka_unit_test(test_padding_and_full_window),
