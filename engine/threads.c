@@ -6,6 +6,7 @@
 #include "engine.h"
 #include <cblas.h>
 #include <omp.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -25,8 +26,14 @@ int engine_threads_init(void) {
     int n = env_threads("VERSA_THREADS");
     if (!n) n = env_threads("OMP_NUM_THREADS");
     if (!n) {
-        long np = sysconf(_SC_NPROCESSORS_ONLN);
-        n = np > 0 ? (int)np : 1;
+        /* the cores this process may run on: under `mpirun --bind-to core|socket` that is the
+         * rank's share, not the whole machine (which would oversubscribe every core) */
+        cpu_set_t set;
+        if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) n = CPU_COUNT(&set);
+        else {
+            long np = sysconf(_SC_NPROCESSORS_ONLN);
+            n = np > 0 ? (int)np : 1;
+        }
     }
     omp_set_num_threads(n);
     openblas_set_num_threads(n);

@@ -226,7 +226,7 @@ static void test_two_ranks_match_one(void **st) {
     const char *bin = getenv("VERSA_BIN") ? getenv("VERSA_BIN") : "build/versa";
     snprintf(cmd, sizeof cmd,
              "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1 "
-             "OMPI_MCA_btl_vader_single_copy_mechanism=none OMP_NUM_THREADS=1 "
+             "OMP_NUM_THREADS=1 "
              "timeout 300 mpirun -np 2 --oversubscribe %s pretrain %s %s train.batch_size_per_gpu=4 "
              "data.sources=[%s] train.output_dir=%s/two_ranks > %s/two_ranks.log 2>&1",
              bin, yaml, common, g_prepared, g_dir, g_dir);
