@@ -253,7 +253,7 @@ static void test_loss_falls(void **st) {
 static void test_resume_is_exact(void **st) {
     (void)st;
     /* online teacher, augmented second view, hflip and drop-connect: every RNG matters */
-    const char *opts = "teacher.source=online loss.second_view=augmented loss.second_view_size=24";
+    const char *opts = "teacher.source=online loss.second_view=augmented loss.second_view_size=32";
     char a[512], b[512];
     DistillRunResult r = {0};
     Err e = {0};

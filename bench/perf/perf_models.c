@@ -1,0 +1,144 @@
+/* perf_models.c — training and inference throughput of the project's real models on the engine,
+ * the same work as bench/perf/perf_models_torch.py does in PyTorch:
+ *
+ *   vit_s_train       ViT-S/16 at 224, batch 8: forward + backward + AdamW step
+ *   vit_ti_train      ViT-Ti/16 at 224, batch 16: forward + backward + AdamW step
+ *   effnet_b0_train   EfficientNet-B0 at 224, batch 16 (BN in training mode): fwd + bwd + AdamW
+ *   vit_s_infer       ViT-S/16 at 224, batch 32: forward only, no gradients, eval mode
+ *
+ * The training cases put a 1000-way linear classifier on the feature (the ViT's final-norm CLS
+ * token, the CNN's pooled head feature) and train with cross-entropy against fixed random labels,
+ * so a step is exactly: model forward, head, loss, backward through everything, one AdamW update
+ * of every parameter.  Drop-path / drop-connect are 0 on both sides (the PyTorch mirror of
+ * tests/ref/models.py has no drop-connect); the ViT has LayerScale as DINOv2.
+ *
+ * One case per process, so peak RSS is that case's.  Lines starting with "RESULT" are read by
+ * bench/run_models.sh.
+ *
+ * Usage: perf_models CASE [--batch B] [--passes P] [--steps S]
+ *        (threads: VERSA_THREADS / OMP_NUM_THREADS)
+ */
+#include "engine/engine.h"
+#include "nn/nn.h"
+#include "bench/perf/perf_common.h"
+#include <omp.h>
+
+typedef struct Bench {
+    Ctx c;
+    ParamStore ps;
+    int kind;               /* 0: ViT, 1: EfficientNet */
+    int train;
+    ViT vit;
+    EffNet eff;
+    Linear head;
+    size_t B, H, W;
+    float *x;               /* (B, 3, H, W) input */
+    int32_t *labels;        /* (B) */
+    OptimConfig oc;
+    long step;
+} Bench;
+
+static void bench_step(void *arg) {
+    Bench *b = arg;
+    Ctx *c = &b->c;
+    ctx_step_begin(c);
+    Tensor *x = tensor_wrap(c, b->x, 4, TSHAPE(b->B, 3, b->H, b->W));
+    if (!b->train) {
+        if (b->kind == 0) (void)vit_forward(c, &b->vit, x, NULL);
+        else (void)effnet_forward(c, &b->eff, x);
+        return;
+    }
+    params_zero_grad(&b->ps);
+    Tensor *feat = b->kind == 0 ? vit_forward(c, &b->vit, x, NULL).cls : effnet_forward(c, &b->eff, x).pooled;
+    Tensor *logits = linear_forward(c, &b->head, feat);          /* (B, 1000) */
+    Tensor *loss = loss_cross_entropy(c, logits, b->labels, 0.0f);
+    backward(c, loss);
+    optim_step(&b->ps, &b->oc, ++b->step, b->oc.lr, b->oc.weight_decay);
+}
+
+int main(int argc, char **argv) {
+    const char *usage = "usage: perf_models vit_s_train|vit_ti_train|effnet_b0_train|vit_s_infer "
+                        "[--batch B] [--passes P] [--steps S]\n";
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    const char *name = argv[1];
+    int passes = 3, steps = 2, batch = 0;
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--passes")) passes = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
+        else {
+            fputs(usage, stderr);
+            return 2;
+        }
+    }
+    static Bench b;
+    const char *arch = NULL;
+    if (!strcmp(name, "vit_s_train")) arch = "vit_small", b.train = 1, b.B = 8;
+    else if (!strcmp(name, "vit_ti_train")) arch = "vit_tiny", b.train = 1, b.B = 16;
+    else if (!strcmp(name, "vit_s_infer")) arch = "vit_small", b.train = 0, b.B = 32;
+    else if (!strcmp(name, "effnet_b0_train")) b.kind = 1, b.train = 1, b.B = 16;
+    else {
+        fputs(usage, stderr);
+        return 2;
+    }
+    if (batch > 0) b.B = (size_t)batch;
+    b.H = b.W = 224;
+
+    int nt = engine_threads_init();
+    const char *coretype = getenv("OPENBLAS_CORETYPE");
+    printf("== engine %s: %s; OPENBLAS_CORETYPE=%s, OMP_WAIT_POLICY=%s\n", name, engine_blas_info(),
+           coretype ? coretype : "(unset)", getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(unset)");
+    ctx_init(&b.c, 1);
+    b.c.nthreads = nt;
+    params_init(&b.ps);
+    b.ps.values_only = !b.train;
+    Rng r;
+    rng_init(&r, 0);
+    int feat_dim;
+    if (b.kind == 0) {
+        ViTConfig vc;
+        vit_config(arch, 16, 224, &vc);
+        vit_declare(&b.vit, &vc, &b.ps, "");
+        feat_dim = vc.embed_dim;
+    } else {
+        EffNetConfig ec;
+        effnet_config("efficientnet-b0", &ec);
+        ec.drop_connect = 0.0f;
+        effnet_declare(&b.eff, &ec, &b.ps, "");
+        feat_dim = b.eff.feat_dim;
+    }
+    if (b.train) linear_declare(&b.head, &b.ps, "", "head", feat_dim, 1000, 1);
+    params_alloc(&b.ps);
+    if (b.kind == 0) vit_init(&b.vit, &r);
+    else effnet_init(&b.eff, &r);
+    if (b.train) init_torch_default_linear(&b.head, &r);
+    b.c.training = b.train;
+    ctx_set_grad(&b.c, b.train);
+    b.oc = optim_adamw_default();
+    b.oc.lr = 1e-4;
+    b.oc.weight_decay = 0.05;
+
+    size_t nx = b.B * 3 * b.H * b.W;
+    b.x = malloc(nx * sizeof(float));
+    b.labels = malloc(b.B * sizeof(int32_t));
+    rng_fill_normal(&r, b.x, nx, 0.0f, 1.0f);
+    for (size_t i = 0; i < b.B; i++) b.labels[i] = (int32_t)rng_below(&r, 1000);
+    printf("   %s, batch %zu at %zux%zu, %.2fM parameters, %d threads\n",
+           b.train ? "forward + backward + AdamW" : "forward, no grad, eval", b.B, b.H, b.W, b.ps.n_train / 1e6, nt);
+
+    PerfTm best = perf_run(name, bench_step, &b, passes, steps, (double)b.B);
+    printf("   best: %.3f s/step wall = %.2f images/s; %.3f CPU-s/step = %.2f images/s core; step arena peak %.0f MB;"
+           " peak RSS %.0f MB\n", best.wall, b.B / best.wall, best.cpu, b.B / (best.cpu / nt), b.c.step.peak / 1e6,
+           perf_peak_rss_mb());
+    perf_results("engine", name, best, (double)b.B, nt);
+
+    free(b.x);
+    free(b.labels);
+    if (b.kind == 0) vit_free(&b.vit);
+    params_free(&b.ps);
+    ctx_free(&b.c);
+    return 0;
+}
