@@ -90,4 +90,36 @@ demo: deps all
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
 
+# Fuzzing (tests/fuzz, docs/robustness.md): one libFuzzer target per parser of outside input,
+# built with clang + ASan + UBSan into FUZZ_BUILD (the library too, with coverage
+# instrumentation; clang links libgomp, the OpenMP runtime OpenBLAS uses, and runs the library's
+# parallel loops serially).  `make fuzz` runs every target for FUZZ_SECONDS (each with
+# -rss_limit_mb=2048), `make fuzz-smoke` a few seconds each (CI).  Crash inputs land in
+# FUZZ_BUILD/artifacts/<target>/; scripts/fuzz.sh has the rest (campaign, seeds, replay).
+FUZZ_BUILD         ?= build-fuzz
+FUZZ_CC            ?= clang
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 4
+FUZZ_CFLAGS := -std=c11 -O1 -g -march=$(MARCH) -fopenmp=libgomp -fno-math-errno -Wall -Wextra -MMD -MP \
+               -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
+               -fsanitize=fuzzer-no-link
+FUZZ_BINS   := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+
+.PHONY: fuzz-smoke fuzz-build
+fuzz-build:
+	@bash scripts/fuzz.sh deps
+	@$(MAKE) --no-print-directory $(JOBFLAG) BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) CFLAGS="$(FUZZ_CFLAGS)" \
+	  $(FUZZ_BUILD)/libversa.a $(FUZZ_BINS)
+
+$(FUZZ_BUILD)/fuzz/%: tests/fuzz/%.c $(wildcard tests/fuzz/*.h) $(FUZZ_BUILD)/libversa.a
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -Werror -DFUZZ_LIBFUZZER -fsanitize=fuzzer $< $(FUZZ_BUILD)/libversa.a \
+	  -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -L$(HDF5_DIR) -L$(MPI_DIR)/lib $(LDLIBS) -o $@
+
+fuzz: deps fuzz-build
+	@bash scripts/fuzz.sh run $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+fuzz-smoke: deps fuzz-build
+	@bash scripts/fuzz.sh run $(FUZZ_BUILD) $(FUZZ_SMOKE_SECONDS)
+
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

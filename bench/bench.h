@@ -401,8 +401,10 @@ typedef struct BenchResult {
 
 typedef struct BenchRun {
     BenchRegistry reg;
+    char data_root[512];
     int n_models;
     char (*model_names)[BENCH_NAME_LEN];
+    char (*model_specs)[512];
     char (*model_descs)[256];
     int *task_sel;                        /* selected task indices */
     int n_sel;

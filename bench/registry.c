@@ -587,7 +587,8 @@ void bench_list(FILE *out, const BenchRegistry *r, const char *data_root) {
         }
         char num[8] = "-";
         if (t->paper) snprintf(num, sizeof num, "%d", t->paper);
-        const char *cat = t->multilabel ? "classif/multi" : bench_category_name(t->category);
+        const char *cat = !t->multilabel ? bench_category_name(t->category)
+                          : t->category == BENCH_CLASSIFICATION ? "multi-label" : "vqa (multi)";
         fprintf(out, "%-4s %-32s %-15s %-6s %-18s %-26s %s%s\n", num, t->id, cat,
                 t->unit == BENCH_UNIT_CROP ? "crop" : "image", protos, ds,
                 bench_task_data_present(t, data_root, NULL, 0) ? "present" : "missing",

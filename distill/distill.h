@@ -45,7 +45,7 @@
  * RNG and the config.  Backbone tensors are at the root under their lukemelas names
  * (`_conv_stem.weight`, `_blocks.0._depthwise_conv.weight`, ..., `_bn1.running_var`), heads
  * under `heads.<name>.weight|bias`, the projector under `projector.weight|bias`.  In PyTorch:
- *     sd = {k: torch.from_numpy(f[k][()]) for k in f if isinstance(f[k], h5py.Dataset)
+ *     sd = {k: torch.as_tensor(np.asarray(f[k][()])) for k in f if isinstance(f[k], h5py.Dataset)
  *           and not k.startswith(("heads.", "projector."))}
  *     model = EfficientNet.from_name("efficientnet-b5"); del model._fc   # or Mammo-CLIP's
  *     model.load_state_dict(sd, strict=True)                              # efficientnet_custom

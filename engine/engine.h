@@ -260,6 +260,11 @@ Tensor *op_resize_nearest(Ctx *c, Tensor *x, int out_h, int out_w);
 /* Bicubic with an explicit scale factor, as F.interpolate(scale_factor=s) without recomputing
  * it: src = (dst + 0.5) / s - 0.5.  DINOv2 interpolates position embeddings this way. */
 Tensor *op_resize_bicubic_scale(Ctx *c, Tensor *x, int out_h, int out_w, double scale_h, double scale_w);
+/* RoIAlign as torchvision.ops.roi_align (engine/op_roi_align.c): x (N, C, H, W), rois (K, 5) rows
+ * (batch index, x0, y0, x1, y1) in image pixels (read during the call only) -> (K, C, out_h, out_w).
+ * Gradient to x only.  sampling_ratio <= 0: adaptive ceil(roi size / out); aligned 0 as Faster R-CNN. */
+Tensor *op_roi_align(Ctx *c, Tensor *x, const float *rois, size_t K, int out_h, int out_w, float spatial_scale,
+                     int sampling_ratio, int aligned);
 
 /* structure (engine/op_shape.c) */
 Tensor *op_concat(Ctx *c, Tensor *const *xs, int n, int dim);

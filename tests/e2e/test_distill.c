@@ -154,14 +154,17 @@ static int read_losses(const char *out, double *loss, int max) {
 
 typedef struct Cmp {
     hid_t other;
+    int params_only;           /* skip optim/ (the Adam moments) */
     double max_abs, max_ref;   /* largest |a - b| and largest |b| */
+    double worst_rel;          /* largest over datasets of max |a - b| / max |b| */
+    char worst[128];           /* that dataset */
     size_t n_sets, n_values, n_nonfinite;
     int missing, shape_differs;
 } Cmp;
 
 static herr_t cmp_visit(hid_t obj, const char *name, const H5O_info_t *info, void *ud) {
     Cmp *cm = ud;
-    if (info->type != H5O_TYPE_DATASET) return 0;
+    if (info->type != H5O_TYPE_DATASET || (cm->params_only && !strncmp(name, "optim/", 6))) return 0;
     hid_t a = H5Dopen2(obj, name, H5P_DEFAULT);
     hid_t b = cm->other >= 0 ? H5Dopen2(cm->other, name, H5P_DEFAULT) : -1;
     if (cm->other >= 0 && b < 0) {
@@ -181,12 +184,20 @@ static herr_t cmp_visit(hid_t obj, const char *name, const H5O_info_t *info, voi
         H5Sclose(sb);
         H5Dclose(b);
     }
+    double dmax = 0, rmax = 0;
     for (hssize_t i = 0; i < n; i++) {
         if (!isfinite(x[i])) cm->n_nonfinite++;
         if (b >= 0) {
-            cm->max_abs = fmax(cm->max_abs, fabs((double)x[i] - y[i]));
-            cm->max_ref = fmax(cm->max_ref, fabs((double)y[i]));
+            dmax = fmax(dmax, fabs((double)x[i] - y[i]));
+            rmax = fmax(rmax, fabs((double)y[i]));
         }
+    }
+    cm->max_abs = fmax(cm->max_abs, dmax);
+    cm->max_ref = fmax(cm->max_ref, rmax);
+    double rel = dmax > 0 ? (rmax > 0 ? dmax / rmax : INFINITY) : 0.0;
+    if (rel > cm->worst_rel) {
+        cm->worst_rel = rel;
+        snprintf(cm->worst, sizeof cm->worst, "%s", name);
     }
     cm->n_sets++;
     cm->n_values += (size_t)n;
@@ -197,8 +208,8 @@ static herr_t cmp_visit(hid_t obj, const char *name, const H5O_info_t *info, voi
 }
 
 /* Compares every dataset of a with the same dataset of b (b may be NULL: only scan a). */
-static Cmp ckpt_compare(const char *pa, const char *pb) {
-    Cmp cm = {.other = -1};
+static Cmp ckpt_compare(const char *pa, const char *pb, int params_only) {
+    Cmp cm = {.other = -1, .params_only = params_only};
     hid_t fa = H5Fopen(pa, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (fa < 0) fail_msg("%s: cannot open", pa);
     if (pb) {
@@ -265,7 +276,7 @@ static void test_resume_is_exact(void **st) {
     char pa[600], pb[600];
     snprintf(pa, sizeof pa, "%s/straight/checkpoint.h5", g_dir);
     snprintf(pb, sizeof pb, "%s/split/checkpoint.h5", g_dir);
-    Cmp cm = ckpt_compare(pa, pb);
+    Cmp cm = ckpt_compare(pa, pb, 0);
     print_message("resume: %zu datasets, %zu values, max |diff| %g\n", cm.n_sets, cm.n_values, cm.max_abs);
     assert_int_equal(cm.missing, 0);
     assert_int_equal(cm.shape_differs, 0);
@@ -292,7 +303,7 @@ static void test_nan_stops_and_keeps_checkpoint(void **st) {
     assert_true(step >= 2);
     char p[600];
     snprintf(p, sizeof p, "%s/nan/checkpoint.h5", g_dir);
-    Cmp cm = ckpt_compare(p, NULL);
+    Cmp cm = ckpt_compare(p, NULL, 0);
     assert_true(cm.n_sets > 300);
     assert_int_equal(cm.n_nonfinite, 0);
     /* and it loads: a resume with nothing left to do reads it strictly and saves it again */
@@ -304,9 +315,16 @@ static void test_nan_stops_and_keeps_checkpoint(void **st) {
 
 /* ---- 2 ranks ---- */
 
-static const char *EQUIV_OPTS =
-    "student.train_mode=false student.drop_connect=0 data.hflip=0 loss.contrastive=released train.max_steps=3 "
-    "loss.align_weight=1.0 optim.lr=1e-3";
+/* Eval-mode student (BN from running statistics, no dropout / drop-connect), no flips; started
+ * from a short train-mode run so the running statistics normalise (from the init's mean 0 /
+ * var 1 the activations grow by orders of magnitude through the blocks).  Every loss is on:
+ * released two-pass relation, KD, alignment, both heads.  Adam's eps is raised to 1e-3: with
+ * 1e-8, elements whose gradient is ~1e-8 get steps of O(lr) from float rounding alone (the batch
+ * sums run in a different order on 2 ranks), which would test Adam's conditioning, not the data
+ * parallelism (measured: worst 2e-4 with 1e-8, 2e-6 with 1e-3). */
+#define EQUIV_OPTS                                                                                             \
+    "student.train_mode=false student.drop_connect=0 data.hflip=0 loss.contrastive=released train.max_steps=3 " \
+    "loss.align_weight=1.0 optim.lr=1e-3 optim.eps=1e-3"
 
 static int worker_main(const char *dir, int *argc, char ***argv) {
     snprintf(g_dir, sizeof g_dir, "%s", dir);
@@ -317,8 +335,8 @@ static int worker_main(const char *dir, int *argc, char ***argv) {
     ctx_init(&c, 0);
     dist_init(&c, argc, argv);
     Config cfg;
-    char extra[512];
-    snprintf(extra, sizeof extra, "%s train.batch_size=4", EQUIV_OPTS);
+    char extra[1024];
+    snprintf(extra, sizeof extra, EQUIV_OPTS " train.batch_size=4 student.init=%s/warm/checkpoint.h5", dir);
     load_cfg(&cfg, "ranks2", extra);
     DistillRunResult r = {.quiet = 1};
     Err e = {0};
@@ -350,11 +368,13 @@ static void test_two_ranks_match_one(void **st) {
         print_message("    mpirun not found: skipping the 2-rank test\n");
         skip();
     }
-    /* one rank, global batch 8 */
+    /* BN running statistics from four train-mode steps */
     DistillRunResult r = {0};
     Err e = {0};
-    char extra[512];
-    snprintf(extra, sizeof extra, "%s train.batch_size=8", EQUIV_OPTS);
+    if (run("warm", "train.max_steps=4", 0, &r, &e)) fail_msg("warm-up: %s", e.msg);
+    /* one rank, global batch 8 */
+    char extra[1024];
+    snprintf(extra, sizeof extra, EQUIV_OPTS " train.batch_size=8 student.init=%s/warm/checkpoint.h5", g_dir);
     if (run("ranks1", extra, 0, &r, &e)) fail_msg("1 rank: %s", e.msg);
     /* two ranks, 4 each: this binary as the worker under mpirun, shared memory only */
     char out[1 << 14];
@@ -403,26 +423,29 @@ static void test_two_ranks_match_one(void **st) {
     char p1[600], p2[600];
     snprintf(p1, sizeof p1, "%s/ranks1/checkpoint.h5", g_dir);
     snprintf(p2, sizeof p2, "%s/ranks2/checkpoint.h5", g_dir);
-    Cmp cm = ckpt_compare(p2, p1);
+    Cmp cm = ckpt_compare(p2, p1, 1), cmo = ckpt_compare(p2, p1, 0);
     double l1[8], l2[8];
     assert_int_equal(read_losses("ranks1", l1, 8), 3);
     assert_int_equal(read_losses("ranks2", l2, 8), 3);
     double dl = 0;
     for (int i = 0; i < 3; i++) dl = fmax(dl, fabs(l1[i] - l2[i]) / fabs(l1[i]));
-    print_message("2 ranks x 4 vs 1 rank x 8: %zu datasets, max |diff| %.3g (max |value| %.3g), loss rel diff %.3g\n",
-                  cm.n_sets, cm.max_abs, cm.max_ref, dl);
+    print_message("2 ranks x 4 vs 1 rank x 8: %zu parameters and buffers, worst max|diff|/max|value| %.3g (%s); "
+                  "with the Adam moments %.3g (%s); loss rel diff %.3g\n",
+                  cm.n_sets, cm.worst_rel, cm.worst, cmo.worst_rel, cmo.worst, dl);
     assert_int_equal(cm.missing, 0);
     assert_true(dl < 1e-5);
-    assert_true(cm.max_abs < 1e-5);
+    assert_true(cm.worst_rel < 1e-4);
+    assert_true(cmo.worst_rel < 1e-4);
     /* and that bound means something: three steps moved the student by far more (the initial
      * values come from a one-step run with lr 0) */
-    snprintf(extra, sizeof extra, "%s train.batch_size=8 train.max_steps=1 optim.lr=0", EQUIV_OPTS);
+    snprintf(extra, sizeof extra, EQUIV_OPTS " train.batch_size=8 student.init=%s/warm/checkpoint.h5 train.max_steps=1 optim.lr=0",
+             g_dir);
     if (run("ranks0", extra, 0, &r, &e)) fail_msg("lr 0: %s", e.msg);
     char p0[600];
     snprintf(p0, sizeof p0, "%s/ranks0/checkpoint.h5", g_dir);
-    Cmp moved = ckpt_compare(p1, p0);
-    print_message("    3 steps moved the values by up to %.3g\n", moved.max_abs);
-    assert_true(moved.max_abs > 100 * cm.max_abs);
+    Cmp moved = ckpt_compare(p1, p0, 1);
+    print_message("    (3 steps moved the values by up to %.3g of a dataset's largest value)\n", moved.worst_rel);
+    assert_true(moved.worst_rel > 100 * cm.worst_rel);
 }
 
 int main(int argc, char **argv) {

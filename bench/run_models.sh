@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Model-level performance report (not a test): training / inference throughput of the real models
+# (bench/perf/perf_models.c), one stage-1 DINOv2 step (bench/perf/perf_pretrain.c), each next to
+# the same work in PyTorch; then the data path (perf_loader's multi-crop loading rate) and the
+# synthesis rate (`versa synth`), so the report shows whether the loader outpaces the step.
+#
+# Usage: bash bench/run_models.sh BUILD_DIR
+# Environment:
+#   VERSA_THREADS / OMP_NUM_THREADS   threads for both sides (default: nproc)
+#   BENCH_ROUNDS (default 2)          engine and PyTorch run alternately this many rounds (the
+#                                     side that goes first alternates too); each side keeps its
+#                                     best, so a burst of load from other processes does not
+#                                     decide a ratio
+#   BENCH_CASES                       subset, e.g. "vit_s_train pretrain" (default: all five)
+#   BENCH_PASSES, BENCH_STEPS         per run (default 2 passes of 2 steps after a warm-up step)
+#   BENCH_SKIP_DATA=1                 skip the loader and synthesis measurements
+set -euo pipefail
+build=${1:-build}
+threads=${VERSA_THREADS:-${OMP_NUM_THREADS:-$(nproc)}}
+rounds=${BENCH_ROUNDS:-2}
+cases=${BENCH_CASES:-"vit_s_train vit_ti_train effnet_b0_train vit_s_infer pretrain"}
+passes=${BENCH_PASSES:-2}
+steps=${BENCH_STEPS:-2}
+export VERSA_THREADS=$threads OMP_NUM_THREADS=$threads
+# idle OpenMP threads sleep instead of spinning: other processes (and the other side) share the cores
+export OMP_WAIT_POLICY=PASSIVE
+python=/usr/bin/python3
+tcmalloc=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+# OpenBLAS kernel: a preset OPENBLAS_CORETYPE is reported and replaced by the best core for this
+# CPU (both sides use OpenBLAS's sgemm: PyTorch's libblas is the same OpenMP OpenBLAS)
+preset=${OPENBLAS_CORETYPE:-}
+if [ -n "$preset" ]; then
+  if grep -qw avx512f /proc/cpuinfo; then best=SkylakeX
+  elif grep -qw avx2 /proc/cpuinfo; then
+    if grep -q AuthenticAMD /proc/cpuinfo; then best=Zen; else best=Haswell; fi
+  else best=""; fi
+  if [ -n "$best" ]; then export OPENBLAS_CORETYPE=$best; else unset OPENBLAS_CORETYPE; fi
+fi
+
+have_torch=0
+if [ -x "$python" ] && "$python" -c 'import torch' 2>/dev/null; then have_torch=1; fi
+preload=""
+[ -f "$tcmalloc" ] && preload=$tcmalloc
+
+echo "== versamammo.c model performance, $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "   cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores," \
+     "flags: $(grep -m1 -ow -e avx512f -e avx2 -e fma /proc/cpuinfo | sort -u | tr '\n' ' ')"
+echo "   load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other processes share the cores: compare CPU time)"
+echo "   threads: $threads; OPENBLAS_CORETYPE: ${preset:-(unset)}${preset:+ -> ${OPENBLAS_CORETYPE:-(auto)}};" \
+     "rounds: $rounds; $passes passes x $steps steps per run"
+echo "   pytorch: $([ $have_torch = 1 ] && "$python" -c 'import torch; print(torch.__version__)' || echo '(not found)')," \
+     "LD_PRELOAD=${preload:-(none)}, channels_last for the CNN"
+echo
+
+run_engine() {  # case round
+  if [ "$1" = pretrain ]; then
+    "$build/bench/perf/perf_pretrain" --passes "$passes" --steps "$steps"
+  else
+    "$build/bench/perf/perf_models" "$1" --passes "$passes" --steps "$steps"
+  fi >"$out/engine.$1.$2.txt" 2>&1 || echo "   (engine $1 failed: see below)"
+}
+run_torch() {
+  if [ $have_torch = 0 ]; then : >"$out/torch.$1.$2.txt"; return; fi
+  if [ "$1" = pretrain ]; then
+    LD_PRELOAD=$preload "$python" bench/perf/perf_pretrain_torch.py --threads "$threads" --passes "$passes" --steps "$steps"
+  else
+    LD_PRELOAD=$preload "$python" bench/perf/perf_models_torch.py "$1" --threads "$threads" --passes "$passes" \
+      --steps "$steps"
+  fi >"$out/torch.$1.$2.txt" 2>&1 || echo "   (pytorch $1 failed: see below)"
+}
+
+for r in $(seq 1 "$rounds"); do
+  for cs in $cases; do
+    if [ $((r % 2)) = 1 ]; then run_engine "$cs" "$r"; run_torch "$cs" "$r"
+    else run_torch "$cs" "$r"; run_engine "$cs" "$r"; fi
+    for side in engine torch; do
+      f="$out/$side.$cs.$r.txt"
+      [ -s "$f" ] || continue
+      # the one-line summary of each run; the whole output when it produced no result
+      if grep -q '^RESULT' "$f"; then
+        printf '   round %d %-6s %-16s %s\n' "$r" "$side" "$cs" "$(grep -m1 '^   best:' "$f" | sed 's/^   best: //')"
+      else
+        sed 's/^/   | /' "$f"
+      fi
+    done
+  done
+done
+
+# best over the rounds of one RESULT key: lowest for times and memory, highest for rates
+get() {  # side key lower|higher
+  cat "$out/$1".*.txt 2>/dev/null | awk -v k="$2" -v b="$3" '$1 == "RESULT" && $3 == k {
+      v = $4 + 0; if (!n++ || (b == "lower" ? v < best : v > best)) { best = v; s = $4 } }
+    END { if (n) print s }'
+}
+ratio() {  # engine torch lower|higher -> "1.23x" (engine relative to pytorch, >1 = engine better)
+  awk -v e="${1:-}" -v t="${2:-}" -v b="$3" 'BEGIN {
+    if (e == "" || t == "" || e + 0 <= 0 || t + 0 <= 0) { print "-"; exit }
+    printf "%.2fx\n", b == "lower" ? t / e : e / t }'
+}
+label() {
+  case $1 in
+    vit_s_train) echo "ViT-S/16 224 train b8";;
+    vit_ti_train) echo "ViT-Ti/16 224 train b16";;
+    effnet_b0_train) echo "EffNet-B0 224 train b16";;
+    vit_s_infer) echo "ViT-S/16 224 infer b32";;
+    pretrain) echo "DINOv2 step ViT-Ti b16";;
+  esac
+}
+
+echo
+echo "== summary, best of $rounds round(s) per side (load average now: $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "   images/s: wall clock; core = images / (CPU-s / $threads threads), the rate with the cores to ourselves."
+echo "   ratio = engine relative to PyTorch (> 1: the engine is faster / uses less memory)."
+printf '   %-25s %8s %8s %6s | %8s %8s %6s | %7s %7s %6s | %6s %6s %6s\n' "" "img/s" "" "" \
+       "core" "img/s" "" "CPU-s" "/step" "" "RSS" "MB" ""
+printf '   %-25s %8s %8s %6s | %8s %8s %6s | %7s %7s %6s | %6s %6s %6s\n' "case" "engine" "pytorch" "ratio" \
+       "engine" "pytorch" "ratio" "engine" "pytorch" "ratio" "engine" "torch" "ratio"
+for cs in $cases; do
+  ew=$(get engine "${cs}_images_per_s" higher); tw=$(get torch "${cs}_images_per_s" higher)
+  ec=$(get engine "${cs}_images_per_s_core" higher); tc=$(get torch "${cs}_images_per_s_core" higher)
+  es=$(get engine "${cs}_step_cpu_s" lower); ts=$(get torch "${cs}_step_cpu_s" lower)
+  em=$(get engine "${cs}_peak_rss_mb" lower); tm=$(get torch "${cs}_peak_rss_mb" lower)
+  printf '   %-25s %8s %8s %6s | %8s %8s %6s | %7s %7s %6s | %6s %6s %6s\n' "$(label "$cs")" \
+         "${ew:--}" "${tw:--}" "$(ratio "$ew" "$tw" higher)" "${ec:--}" "${tc:--}" "$(ratio "$ec" "$tc" higher)" \
+         "${es:--}" "${ts:--}" "$(ratio "$es" "$ts" lower)" "${em:--}" "${tm:--}" "$(ratio "$em" "$tm" lower)"
+  echo "RESULT table $cs engine_ips=${ew:-} torch_ips=${tw:-} engine_core_ips=${ec:-} torch_core_ips=${tc:-}" \
+       "engine_cpu_s=${es:-} torch_cpu_s=${ts:-} engine_rss_mb=${em:-} torch_rss_mb=${tm:-}" >>"$out/table.txt"
+done
+
+if [ "${BENCH_SKIP_DATA:-0}" != 1 ]; then
+  echo
+  echo "== data path (the loader's workers share the same $(nproc) cores with the training step)"
+  # multi-crop loading: perf_loader builds a 16-patient synthetic VinDr set and loads it
+  if [ -x "$build/bench/perf/perf_loader" ]; then
+    "$build/bench/perf/perf_loader" 16 512 2 12 >"$out/loader.txt" 2>&1 || true
+    sed 's/^/   /' "$out/loader.txt"
+  else
+    echo "   ($build/bench/perf/perf_loader not built)"
+  fi
+  # synthesis: versa synth, 40 patients (160 images) at 416x512, VinDr layout
+  if [ -x "$build/versa" ]; then
+    sdir=$(mktemp -d)
+    t0=$(date +%s.%N)
+    if "$build/versa" synth "$sdir" --patients 40 --size 416x512 --formats vindr >"$out/synth.txt" 2>&1; then
+      t1=$(date +%s.%N)
+      awk -v a="$t0" -v b="$t1" 'BEGIN { printf "   versa synth: 40 patients = 160 images at 416x512 (VinDr DICOM) in %.1f s = %.1f images/s\n", b - a, 160 / (b - a) }'
+    else
+      echo "   versa synth failed:"; sed 's/^/   | /' "$out/synth.txt"
+    fi
+    rm -rf "$sdir"
+  fi
+  pre=$(get engine pretrain_images_per_s higher)
+  mc=$(awk '/multi-crop 2x224 \+ 8x96 \+ iBOT, from 512/ && /workers 2/ {for (i = 1; i <= NF; i++) if ($(i+1) == "images/s") print $i}' "$out/loader.txt" 2>/dev/null | head -1)
+  if [ -n "$pre" ] && [ -n "$mc" ]; then
+    awk -v l="$mc" -v s="$pre" 'BEGIN {
+      printf "   multi-crop loader %.1f images/s vs the engine'"'"'s DINOv2 step %.2f images/s: the loader is %.0fx %s\n",
+             l, s, (l > s ? l / s : s / l), (l > s ? "faster (it outpaces training)" : "slower (training waits for data)") }'
+  fi
+fi
