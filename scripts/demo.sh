@@ -61,9 +61,9 @@ stage pretrain "$out/pretrain/checkpoint.h5" -- \
 stage extract "$out/teacher_features.h5" -- \
   "$versa" extract "$out/pretrain/checkpoint.h5" "$out/vindr.h5" "$out/teacher_features.h5"
 
-img=$(find "$out/raw/vindr-mammo/images" -name '*.dicom' | head -1)
+img=$(find "$out/raw/vindr-mammo/images" -name '*.dicom' -print -quit)
 echo "== embed: the teacher's embedding of $img"
-"$versa" embed --model "$out/pretrain/checkpoint.h5" --image "$img" | head -1
+"$versa" embed --model "$out/pretrain/checkpoint.h5" --image "$img" | sed -n 1p
 
 if implemented distill && [ -f "$dis_cfg" ]; then
   stage distill "$out/distill/checkpoint.h5" -- \
