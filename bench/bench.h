@@ -113,6 +113,7 @@ typedef struct BenchHeadOpts {
     long patience;                        /* validations without improvement before stopping (20) */
     long max_iters;                       /* hard cap (50000) */
     int select;                           /* BENCH_SELECT_*: acc (classification), auc (multi-label) */
+    int standardize;                      /* z-score each feature with train statistics first (1) */
 } BenchHeadOpts;
 
 typedef struct BenchSettings {
@@ -250,6 +251,10 @@ typedef struct BenchProbeLog {
 
 /* Trains a linear head on the train rows (CE, or BCE for d->Y), validates every val_every steps
  * on the val rows, keeps the best, stops after `patience` validations without improvement.
+ * With o->standardize the features are first z-scored with the train rows' mean and variance
+ * (variance + 1e-6 x its mean over dimensions), MAE's linear-probe BatchNorm without affine: the
+ * head has the same capacity, but eval-mode features of very different scales (a random-init
+ * EfficientNet's are ~1e-14; the published code kept BN in train mode, quirk Q4) all train.
  * score (n_test, C): softmax (single label) or sigmoid (multi-label) of the test rows in order.
  * Deterministic for a seed. */
 int bench_linear_probe(Ctx *c, const BenchData *d, const BenchHeadOpts *o, uint64_t seed, float *score,

@@ -12,7 +12,8 @@
 #   probes:  frozen pooled features, `versa distill --probe`: cosine k-NN, retrieval top-1 and a
 #            logistic regression, balanced accuracy on the test split, for tasks the students were
 #            not trained on: finding type (VinDr findings: Mass, Suspicious Calcification; CBIS
-#            mass vs calcification) and malignancy (CBIS pathology).
+#            mass vs calcification) and malignancy (CBIS pathology).  VinDr BI-RADS and density,
+#            which two of the students were trained on, are probed too, for reference.
 #
 # Usage: bash bench/distill_evidence.sh [BUILD_DIR] [WORK_DIR]
 # Knobs (environment): PATIENTS (200), TEACHER_STEPS (300), STUDENT_STEPS (300), SIZE (64),
@@ -57,7 +58,7 @@ common=(configs/distill/enb0_cpu_quick.yaml "data.prepared=$work/vindr.h5"
 probe() {   # probe NAME CHECKPOINT SEED
   local name=$1 ckpt=$2 seed=$3
   "$versa" distill --probe "${common[@]}" "train.seed=$seed" "probe.checkpoint=$ckpt" \
-    "probe.tasks=[findings:Mass, findings:Suspicious Calcification]" "probe.output=$work/probe_${name}_vindr_s$seed.json" >/dev/null
+    "probe.tasks=[findings:Mass, findings:Suspicious Calcification, birads, density]" "probe.output=$work/probe_${name}_vindr_s$seed.json" >/dev/null
   "$versa" distill --probe "${common[@]}" "train.seed=$seed" "data.prepared=$work/cbis.h5" "probe.checkpoint=$ckpt" \
     "probe.tasks=[pathology, findings:mass]" "probe.output=$work/probe_${name}_cbis_s$seed.json" >/dev/null
 }

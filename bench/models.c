@@ -298,7 +298,7 @@ static int load_effnet_file(BenchModel *m, const Spec *s, int default_size, Err 
     }
     if (found < 0) {
         if (arch)
-            err_set(e, "%s: the tensors under '%s' (%d blocks, head %zu channels) are not a %s", path, prefix, blocks,
+            err_set(e, "%s: the tensors under '%s' (%d blocks, head %zu channels) do not match %s", path, prefix, blocks,
                     head->shape[0], arch);
         else
             err_set(e, "%s: the tensors under '%s' (%d blocks, head %zu channels) match no EfficientNet B0-B7", path, prefix,

@@ -80,16 +80,21 @@ int bench_plot_ranks(const BenchRun *run, const BenchRanks *rk, const char *png_
     }
     const int plot_w = M > 1 ? 110 * M : 220;
     const int legend_h = M * 24 + 12;
+    char title[256];
+    snprintf(title, sizeof title, "Rank per task (1 = best): %s, %d tasks, %d models", run->reg.name, T, M);
     Canvas c = {NULL, pad + label_w + 24 + plot_w + 40 + pad, 0};
-    int min_w = text_width("Rank per task (1 = best)", S) + 2 * pad + 200;
+    int min_w = text_width(title, S) + 2 * pad;
+    for (int mi = 0; mi < M; mi++) {   /* legend lines */
+        int w = text_width(run->model_names[mi], S) + text_width(": average rank 0.00, first places 000/000", S) + 24 + 2 * pad;
+        if (w > min_w) min_w = w;
+    }
     if (c.w < min_w) c.w = min_w;
     c.h = title_h + head_h + (T > 0 ? T : 1) * row_h + 10 + row_h + 14 + legend_h + pad;
     c.px = malloc((size_t)c.w * c.h * 3);
     if (!c.px) return err_set(e, "%s: out of memory", png_path);
     memset(c.px, 255, (size_t)c.w * c.h * 3);
     char buf[256];
-    snprintf(buf, sizeof buf, "Rank per task (1 = best): %s, %d tasks, %d models", run->reg.name, T, M);
-    text(&c, pad, 12, buf, S, BLACK);
+    text(&c, pad, 12, title, S, BLACK);
     const int x0 = pad + label_w + 24, y0 = title_h + head_h;
     /* x of rank r: 1 at the left edge of the plot, M at the right */
     #define XR(r) ((float)x0 + 20.0f + (M > 1 ? ((float)(r) - 1.0f) / (float)(M - 1) * (float)(plot_w - 40) : (float)(plot_w - 40) / 2))
@@ -99,6 +104,7 @@ int bench_plot_ranks(const BenchRun *run, const BenchRanks *rk, const char *png_
         text(&c, x - text_width(buf, S) / 2, title_h + 4, buf, S, GREY);
         fill(&c, x, y0 - 4, x + 1, y0 + (T > 0 ? T : 1) * row_h + 10 + row_h, GRID);
     }
+    text(&c, pad + label_w - text_width("rank", S), title_h + 4, "rank", S, GREY);
     if (T == 0) text(&c, x0, y0 + 4, "no task was completed by every model", S, GREY);
     for (int k = 0; k < T; k++) {
         const BenchTask *t = &run->reg.tasks[run->task_sel[rk->task[k]]];

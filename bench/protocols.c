@@ -4,6 +4,7 @@
 #include "bench/bench.h"
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -90,6 +91,33 @@ static double val_score(const BenchData *d, const uint32_t *rows, size_t n, cons
     return s;
 }
 
+/* (n, D) copy of the features z-scored with the mean and variance of the rows tr (ntr) */
+static float *standardized(const BenchData *d, const uint32_t *tr, size_t ntr) {
+    const size_t D = d->d;
+    double *mu = calloc(D, sizeof(double)), *var = calloc(D, sizeof(double));
+    for (size_t i = 0; i < ntr; i++)
+        for (size_t k = 0; k < D; k++) mu[k] += d->x[(size_t)tr[i] * D + k];
+    for (size_t k = 0; k < D; k++) mu[k] /= (double)ntr;
+    for (size_t i = 0; i < ntr; i++)
+        for (size_t k = 0; k < D; k++) {
+            double v = d->x[(size_t)tr[i] * D + k] - mu[k];
+            var[k] += v * v;
+        }
+    double mean_var = 0;
+    for (size_t k = 0; k < D; k++) mean_var += (var[k] /= (double)ntr) / (double)D;
+    /* eps relative to the features' own scale, so a constant dimension maps to 0, not to noise */
+    float *x = malloc(d->n * D * sizeof(float) + 1);
+    float *scale = malloc(D * sizeof(float));
+    for (size_t k = 0; k < D; k++) scale[k] = (float)(1.0 / sqrt(var[k] + 1e-6 * mean_var + 1e-300));
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < d->n; i++)
+        for (size_t k = 0; k < D; k++) x[i * D + k] = (float)((d->x[i * D + k] - mu[k]) * scale[k]);
+    free(mu);
+    free(var);
+    free(scale);
+    return x;
+}
+
 int bench_linear_probe(Ctx *c, const BenchData *d, const BenchHeadOpts *o, uint64_t seed, float *score,
                        BenchProbeLog *log, Err *e) {
     memset(log, 0, sizeof *log);
@@ -107,6 +135,13 @@ int bench_linear_probe(Ctx *c, const BenchData *d, const BenchHeadOpts *o, uint6
         memcpy(va, tr, ntr * sizeof(uint32_t));
         nva = ntr;
         log->val_is_train = 1;
+    }
+    BenchData sd = *d;   /* the rows the head sees: standardized copy or the features */
+    float *xs = NULL;
+    if (o->standardize) {
+        xs = standardized(d, tr, ntr);
+        sd.x = xs;
+        d = &sd;
     }
     ParamStore ps;
     params_init(&ps);
@@ -127,6 +162,10 @@ int bench_linear_probe(Ctx *c, const BenchData *d, const BenchHeadOpts *o, uint6
     int32_t *yb = malloc(B * sizeof(int32_t));
     int prev_grad = ctx_set_grad(c, 1), prev_train = c->training;
     c->training = 1;
+    /* a (B, D) x (D, C) step is microseconds of work: forking threads for it costs more than it
+     * saves (and the engine's results do not depend on the thread count) */
+    const int prev_threads = omp_get_max_threads();
+    omp_set_num_threads(1);
     double best_v = -INFINITY;
     long bad = 0;
     size_t pos = ntr;   /* forces a shuffle before the first batch */
@@ -174,6 +213,7 @@ int bench_linear_probe(Ctx *c, const BenchData *d, const BenchHeadOpts *o, uint6
     memcpy(ps.data, best, ps.n_train * sizeof(float));
     log->best_val = best_v;
     head_predict(c, &head, d, te, nte, score);
+    omp_set_num_threads(prev_threads);
     ctx_set_grad(c, prev_grad);
     c->training = prev_train;
     free(tr);
@@ -182,9 +222,11 @@ int bench_linear_probe(Ctx *c, const BenchData *d, const BenchHeadOpts *o, uint6
     free(best);
     free(pv);
     free(yb);
+    free(xs);
     params_free(&ps);
     return 0;
 fail:
+    omp_set_num_threads(prev_threads);
     ctx_set_grad(c, prev_grad);
     c->training = prev_train;
     free(tr);
@@ -193,6 +235,7 @@ fail:
     free(best);
     free(pv);
     free(yb);
+    free(xs);
     params_free(&ps);
     return 1;
 }

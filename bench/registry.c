@@ -24,10 +24,11 @@
 /* ------------------------------------------------------------------------------------------ */
 /* names */
 
-static const char *CATEGORY_NAMES[BENCH_N_CATEGORIES] = {"classification", "segmentation", "detection", "retrieval",
-                                                         "vqa"};
-static const char *PROTOCOL_NAMES[BENCH_N_PROTOCOLS] = {"linear", "knn", "multilabel", "retrieval",
-                                                        "unet", "faster_rcnn", "vilt"};
+/* NULL-terminated: `closest` walks them */
+static const char *CATEGORY_NAMES[BENCH_N_CATEGORIES + 1] = {"classification", "segmentation", "detection",
+                                                             "retrieval", "vqa", NULL};
+static const char *PROTOCOL_NAMES[BENCH_N_PROTOCOLS + 1] = {"linear", "knn", "multilabel", "retrieval",
+                                                            "unet", "faster_rcnn", "vilt", NULL};
 
 const char *bench_category_name(int cat) {
     return cat >= 0 && cat < BENCH_N_CATEGORIES ? CATEGORY_NAMES[cat] : "?";
@@ -72,6 +73,7 @@ const CfgSpec BENCH_SETTINGS_KEYS[] = {
     {"linear.patience", CFG_INT, "20", "validations without improvement before stopping"},
     {"linear.max_iters", CFG_INT, "50000", "hard cap on head iterations"},
     {"linear.select", CFG_STR, "acc", "model selection on val: acc, auc or loss"},
+    {"linear.standardize", CFG_BOOL, "true", "z-score features with train statistics before the head (false: raw, as the paper)"},
     {"multilabel.lr", CFG_FLOAT, "1e-3", "AdamW learning rate of the multi-label head"},
     {"multilabel.weight_decay", CFG_FLOAT, "0", "AdamW weight decay"},
     {"multilabel.batch", CFG_INT, "32", "head training batch"},
@@ -79,6 +81,7 @@ const CfgSpec BENCH_SETTINGS_KEYS[] = {
     {"multilabel.patience", CFG_INT, "20", "validations without improvement before stopping"},
     {"multilabel.max_iters", CFG_INT, "50000", "hard cap on head iterations"},
     {"multilabel.select", CFG_STR, "auc", "model selection on val: auc, acc or loss"},
+    {"multilabel.standardize", CFG_BOOL, "true", "z-score features with train statistics before the head"},
     {"multilabel.clahe", CFG_BOOL, "true", "CLAHE on the input of multi-label tasks"},
     {"multilabel.clahe_clip", CFG_FLOAT, "2.0", "CLAHE clip limit"},
     {"multilabel.clahe_tiles", CFG_INT, "8", "CLAHE tiles per side"},
@@ -199,6 +202,7 @@ static int head_opts(const Config *cfg, const char *p, BenchHeadOpts *o, Err *e)
     o->val_every = cfg_get_int(cfg, KEY("val_every"), 500, e);
     o->patience = cfg_get_int(cfg, KEY("patience"), 20, e);
     o->max_iters = cfg_get_int(cfg, KEY("max_iters"), 50000, e);
+    o->standardize = cfg_get_bool(cfg, KEY("standardize"), 1, e);
     const char *sel = cfg_get_str(cfg, KEY("select"), "acc");
     if (e->msg[0]) return 1;
     if (select_parse(sel, &o->select)) return err_set(e, "%s: %s: '%s' is not acc, auc or loss", origin(cfg, k), k, sel);

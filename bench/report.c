@@ -110,10 +110,12 @@ static int write_csvs(const BenchRun *run, const char *dir, Err *e) {
     return 0;
 }
 
+/* `first`: the leading column titles, '|'-separated */
 static void model_header(FILE *f, const BenchRun *run, const char *first) {
     fprintf(f, "| %s |", first);
     for (int mi = 0; mi < run->n_models; mi++) fprintf(f, " %s |", run->model_names[mi]);
-    fprintf(f, "\n|---|");
+    fprintf(f, "\n|");
+    for (const char *p = first; p; p = strchr(p + 1, '|')) fprintf(f, "---|");
     for (int mi = 0; mi < run->n_models; mi++) fprintf(f, "---|");
     fputc('\n', f);
 }
@@ -160,12 +162,12 @@ static int write_markdown(const BenchRun *run, const BenchRanks *rk, const char 
     fprintf(f, "| model | spec | backbone |\n|---|---|---|\n");
     for (int mi = 0; mi < run->n_models; mi++)
         fprintf(f, "| %s | `%s` | %s |\n", run->model_names[mi], run->model_specs[mi], run->model_descs[mi]);
-    fprintf(f, "\nProtocols on frozen features (backbone in eval mode): linear head (AdamW lr %g, wd %g, batch %d, "
+    fprintf(f, "\nProtocols on frozen features (backbone in eval mode): linear head (%sAdamW lr %g, wd %g, batch %d, "
                "validation every %ld iterations, early stop after %ld without improvement, selection by %s); multi-label "
                "head (BCE%s, selection by %s); k-NN (k = %d, T = %g, DINO's weighted vote); retrieval (cosine; database = "
                "train + val, queries = test).  Every value: test metric with a %.0f%% percentile CI from %d bootstrap "
                "resamples of the test set (seed %llu, the same resamples for every model).\n\n",
-            s->linear.lr, s->linear.weight_decay, s->linear.batch, s->linear.val_every, s->linear.patience,
+            s->linear.standardize ? "features z-scored with train statistics, " : "", s->linear.lr, s->linear.weight_decay, s->linear.batch, s->linear.val_every, s->linear.patience,
             s->linear.select == BENCH_SELECT_ACC ? "accuracy" : s->linear.select == BENCH_SELECT_AUC ? "AUC" : "loss",
             s->multilabel_clahe ? ", CLAHE input" : "",
             s->multilabel.select == BENCH_SELECT_ACC ? "subset accuracy" : s->multilabel.select == BENCH_SELECT_AUC ? "macro AUC" : "loss",

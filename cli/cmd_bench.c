@@ -86,6 +86,7 @@ int cmd_bench(int argc, char **argv) {
     BenchModelSpec models[MAX_ARGS];
     char only_buf[1024] = "", model_buf[MAX_ARGS][600];
     int n_tasks = 0, n_over = 0, n_only = 0, n_models = 0, list = 0, no_cache = 0, quiet = 0;
+    const char *synth_opt = NULL;   /* --patients / --seed / --size: options of --make-synthetic */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--list")) list = 1;
@@ -98,7 +99,7 @@ int cmd_bench(int argc, char **argv) {
             else if (!strcmp(a, "--data-root")) data_root = v;
             else if (!strcmp(a, "--out")) out = v;
             else if (!strcmp(a, "--make-synthetic")) synth_dir = v;
-            else if (!strcmp(a, "--patients") || !strcmp(a, "--seed") || !strcmp(a, "--size")) continue;
+            else if (!strcmp(a, "--patients") || !strcmp(a, "--seed") || !strcmp(a, "--size")) synth_opt = a;
             else if (!strcmp(a, "--tasks")) {
                 if (n_tasks == MAX_ARGS) return cli_fail("bench: too many --tasks");
                 tasks[n_tasks++] = v;
@@ -124,6 +125,7 @@ int cmd_bench(int argc, char **argv) {
         }
     }
     if (synth_dir) return make_synthetic(synth_dir, argc, argv);
+    if (synth_opt) return cli_fail("bench: %s only goes with --make-synthetic DIR", synth_opt);
     for (char *save = NULL, *t = strtok_r(only_buf, ",", &save); t && n_only < MAX_ARGS; t = strtok_r(NULL, ",", &save))
         only[n_only++] = t;
     Err e = {0};

@@ -151,16 +151,22 @@ void raw_add_circle(RawRecord *r, float cx, float cy, float rad, int to_mask, in
 /* masks */
 
 /* pixel centres inside the polygon (even-odd rule) */
+/* Coordinates come from label files: clamp in float before converting, since a cast of a value
+ * outside int's range (1e30, inf, NaN) is undefined behaviour. */
+static int clamp_to_int(float v, int lo, int hi) {
+    return v >= (float)hi ? hi : v > (float)lo ? (int)v : lo;   /* NaN -> lo */
+}
+
 static void fill_polygon(uint16_t *m, int W, int H, const float *xy, int n) {
     if (n < 3) return;
+    for (int k = 0; k < 2 * n; k++)
+        if (!isfinite(xy[k])) return;   /* a vertex at NaN/inf outlines nothing */
     float ymin = xy[1], ymax = xy[1];
     for (int k = 1; k < n; k++) {
         ymin = fminf(ymin, xy[2 * k + 1]);
         ymax = fmaxf(ymax, xy[2 * k + 1]);
     }
-    int y0 = (int)floorf(ymin), y1 = (int)ceilf(ymax);
-    if (y0 < 0) y0 = 0;
-    if (y1 > H - 1) y1 = H - 1;
+    int y0 = clamp_to_int(floorf(ymin), 0, H), y1 = clamp_to_int(ceilf(ymax), -1, H - 1);
     float xs[512];
     for (int y = y0; y <= y1; y++) {
         float yc = y + 0.5f;
@@ -178,20 +184,16 @@ static void fill_polygon(uint16_t *m, int W, int H, const float *xy, int n) {
             }
         for (int i = 0; i + 1 < nx; i += 2) {
             /* pixel x is inside when xs[i] <= x + 0.5 < xs[i+1] */
-            int xa = (int)ceilf(xs[i] - 0.5f), xb = (int)ceilf(xs[i + 1] - 0.5f);
-            if (xa < 0) xa = 0;
-            if (xb > W) xb = W;
+            int xa = clamp_to_int(ceilf(xs[i] - 0.5f), 0, W), xb = clamp_to_int(ceilf(xs[i + 1] - 0.5f), 0, W);
             for (int x = xa; x < xb; x++) m[(size_t)y * W + x] = 1;
         }
     }
 }
 
 static void fill_circle(uint16_t *m, int W, int H, float cx, float cy, float r) {
-    int y0 = (int)floorf(cy - r), y1 = (int)ceilf(cy + r), x0 = (int)floorf(cx - r), x1 = (int)ceilf(cx + r);
-    if (y0 < 0) y0 = 0;
-    if (x0 < 0) x0 = 0;
-    if (y1 > H - 1) y1 = H - 1;
-    if (x1 > W - 1) x1 = W - 1;
+    if (!isfinite(cx) || !isfinite(cy) || !(r >= 0) || !isfinite(r)) return;
+    int y0 = clamp_to_int(floorf(cy - r), 0, H), y1 = clamp_to_int(ceilf(cy + r), -1, H - 1);
+    int x0 = clamp_to_int(floorf(cx - r), 0, W), x1 = clamp_to_int(ceilf(cx + r), -1, W - 1);
     for (int y = y0; y <= y1; y++)
         for (int x = x0; x <= x1; x++) {
             float dx = x + 0.5f - cx, dy = y + 0.5f - cy;

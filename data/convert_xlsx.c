@@ -13,6 +13,8 @@
 #include <zlib.h>
 
 #define XLSX_MAX_ENTRY ((size_t)256 << 20)
+#define XLSX_MAX_ROWS 1048576L     /* Excel's sheet limits: rows 1..1048576, columns A..XFD */
+#define XLSX_MAX_COLS 16384
 
 static uint32_t rd16(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
 static uint32_t rd32(const uint8_t *p) { return rd16(p) | rd16(p + 2) << 16; }
@@ -39,6 +41,10 @@ static int zip_entry(const uint8_t *z, size_t n, const char *name, uint8_t **out
             size_t data = lho + 30 + rd16(z + lho + 26) + rd16(z + lho + 28);
             if (data > n || csize > n - data || usize > XLSX_MAX_ENTRY)
                 return err_set(e, "%s: zip entry '%s' is truncated", path, name);
+            /* deflate expands at most ~1032x: a larger claimed size is a lie, refuse it before
+             * allocating */
+            if (method == 8 && (uint64_t)usize > 1032 * (uint64_t)csize + 1024)
+                return err_set(e, "%s: zip entry '%s' claims %u bytes from %u compressed", path, name, usize, csize);
             uint8_t *buf = malloc((size_t)usize + 1);
             if (!buf) return err_set(e, "%s: out of memory", path);
             if (method == 0) {
@@ -78,12 +84,20 @@ static int zip_entry(const uint8_t *z, size_t n, const char *name, uint8_t **out
 typedef struct Sb {
     char *s;
     size_t n, cap;
+    int oom;     /* an allocation failed: the text is incomplete (reported by xlsx_read) */
 } Sb;
 
 static void sb_put(Sb *b, const char *s, size_t n) {
+    if (b->oom) return;
     if (b->n + n + 1 > b->cap) {
-        b->cap = (b->n + n + 1) * 2;
-        b->s = realloc(b->s, b->cap);
+        size_t cap = (b->n + n + 1) * 2;
+        char *q = realloc(b->s, cap);
+        if (!q) {
+            b->oom = 1;
+            return;
+        }
+        b->s = q;
+        b->cap = cap;
     }
     memcpy(b->s + b->n, s, n);
     b->n += n;
@@ -152,6 +166,7 @@ static int attr(const char *p, const char *gt, const char *name, char *buf, size
 }
 
 static void csv_field(Sb *out, const char *s) {
+    if (!s) return;   /* the cell's text could not be allocated (out->oom follows) */
     int q = strpbrk(s, ",\"\n\r") != NULL;
     if (!q) {
         sb_put(out, s, strlen(s));
@@ -177,6 +192,10 @@ int xlsx_read(const char *path, Csv *csv, Err *e) {
         return err_set(e, "%s: empty or too large", path);
     }
     uint8_t *z = malloc((size_t)len);
+    if (!z) {
+        fclose(f);
+        return err_set(e, "%s: out of memory", path);
+    }
     size_t got = fread(z, 1, (size_t)len, f);
     fclose(f);
     uint8_t *ss = NULL, *sheet = NULL;
@@ -208,7 +227,18 @@ int xlsx_read(const char *path, Csv *csv, Err *e) {
             collect_t(&b, p, end);
             if (nstr == cap) {
                 cap = cap ? 2 * cap : 256;
-                strs = realloc(strs, cap * sizeof *strs);
+                char **q = realloc(strs, cap * sizeof *strs);
+                if (!q) {
+                    free(b.s);
+                    err_set(e, "%s: out of memory reading shared strings", path);
+                    goto done;
+                }
+                strs = q;
+            }
+            if (b.oom) {
+                free(b.s);
+                err_set(e, "%s: out of memory reading shared strings", path);
+                goto done;
             }
             strs[nstr++] = b.s;
             p = end + 5;
@@ -222,6 +252,10 @@ int xlsx_read(const char *path, Csv *csv, Err *e) {
         if (!gt) break;
         char rb[32] = "";
         long rown = attr(p, gt, "r", rb, sizeof rb) ? atol(rb) : last_row + 1;
+        if (rown < 1 || rown > XLSX_MAX_ROWS) {
+            err_set(e, "%s: row number '%s' outside 1..%ld", path, rb, XLSX_MAX_ROWS);
+            goto done;
+        }
         int self = gt[-1] == '/';
         const char *end = self ? gt + 1 : strstr(gt, "</row>");
         if (!end) break;
@@ -234,11 +268,17 @@ int xlsx_read(const char *path, Csv *csv, Err *e) {
                 continue;
             }
             const char *cg = strchr(c, '>');
+            if (!cg || cg >= end) break;   /* a cell tag without its '>' ends the row */
             char ref[32] = "", type[16] = "";
             attr(c, cg, "r", ref, sizeof ref);
             attr(c, cg, "t", type, sizeof type);
             int target = 0;
-            for (const char *q = ref; *q >= 'A' && *q <= 'Z'; q++) target = target * 26 + (*q - 'A' + 1);
+            for (const char *q = ref; *q >= 'A' && *q <= 'Z' && target <= XLSX_MAX_COLS; q++)
+                target = target * 26 + (*q - 'A' + 1);
+            if (target > XLSX_MAX_COLS) {
+                err_set(e, "%s: cell reference '%s' beyond column XFD", path, ref);
+                goto done;
+            }
             target = target ? target - 1 : col;
             while (col < target) {   /* empty cells between */
                 if (col) sb_put(&out, ",", 1);
@@ -271,6 +311,7 @@ int xlsx_read(const char *path, Csv *csv, Err *e) {
                 }
             }
             if (col) sb_put(&out, ",", 1);
+            if (cell.oom) out.oom = 1;
             csv_field(&out, cell.s);
             col++;
             c = cend;
@@ -279,6 +320,10 @@ int xlsx_read(const char *path, Csv *csv, Err *e) {
         p = end;
     }
     if (!out.s) sb_put(&out, "", 0);
+    if (out.oom || cell.oom) {
+        err_set(e, "%s: out of memory converting the sheet", path);
+        goto done;
+    }
     rc = csv_parse(out.s, out.n, path, ',', csv, e);
 done:
     for (size_t k = 0; k < nstr; k++) free(strs[k]);

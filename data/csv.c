@@ -10,6 +10,10 @@
 
 #define CSV_MAX_FILE ((size_t)1 << 31)
 #define CSV_MAX_COLS 100000
+/* The (rows, cols) cell table pads short rows, so a wide header over many short rows could ask
+ * for far more memory than the file's size; 2^27 cells (1 GiB of pointers) is ~3x EMBED's
+ * metadata table. */
+#define CSV_MAX_CELLS ((size_t)1 << 27)
 
 /* growable size_t vector */
 typedef struct Vec {
@@ -112,6 +116,10 @@ int csv_parse(const char *data, size_t n, const char *name, char delim, Csv *csv
         return err_set(e, "%s: header has %zu columns (limit %d)", name, ncols, CSV_MAX_COLS);
     }
     size_t nrows = rec_first.n - 1;
+    if (nrows * ncols > CSV_MAX_CELLS) {
+        free(buf); free(fields.v); free(rec_first.v); free(rec_count.v); free(rec_line.v);
+        return err_set(e, "%s: %zu rows x %zu columns is more than %zu cells", name, nrows, ncols, CSV_MAX_CELLS);
+    }
     csv->path = strdup(name);
     csv->header = malloc(ncols * sizeof(char *));
     csv->cells = malloc((nrows * ncols + 1) * sizeof(char *));

@@ -169,8 +169,7 @@ static int load_pgm(const uint8_t *buf, size_t n, const char *name, Image *im, E
 /* stb_image 2.27 writes past a Huffman table whose code counts add up to more than 256 (a known
  * bug, fixed upstream later), so every JPEG DHT segment — also those between progressive scans —
  * is validated before stb sees the file.  Bytes past the end read as 0, as in stb. */
-static int jpeg_tables_ok(const uint8_t *b, size_t n) {
-    size_t p = 2;   /* after SOI */
+static int jpeg_tables_ok(const uint8_t *b, size_t n, size_t p) {   /* p: just after SOI */
     while (p + 1 < n) {
         if (b[p] != 0xFF) { p++; continue; }   /* entropy-coded data or garbage: find a marker */
         uint8_t m = b[p + 1];
@@ -198,8 +197,19 @@ int image_load_mem(const uint8_t *buf, size_t n, const char *name, Image *im, Er
     if (n == 0) return err_set(e, "%s: empty file", name);
     if (n >= 2 && buf[0] == 'P' && (buf[1] == '2' || buf[1] == '5')) return load_pgm(buf, n, name, im, e);
     if (n > INT32_MAX) return err_set(e, "%s: file too large", name);
-    if (n >= 2 && buf[0] == 0xFF && buf[1] == 0xD8 && !jpeg_tables_ok(buf, n))
+    /* stb takes any run of 0xFF fill bytes before D8 as the start of a JPEG */
+    size_t soi = 0;
+    while (soi < n && buf[soi] == 0xFF) soi++;
+    if (soi >= 1 && soi < n && buf[soi] == 0xD8 && !jpeg_tables_ok(buf, n, soi + 1))
         return err_set(e, "%s: corrupt or truncated image (bad JPEG Huffman table)", name);
+    /* stb's PPM header reader overflows an int on long numbers: check the header here first */
+    if (n >= 2 && buf[0] == 'P' && buf[1] == '6') {
+        size_t p = 2;
+        unsigned long w, h, maxval;
+        if (pnm_uint(buf, n, &p, &w) || pnm_uint(buf, n, &p, &h) || pnm_uint(buf, n, &p, &maxval) || maxval < 1 ||
+            maxval > 65535)
+            return err_set(e, "%s: corrupt PPM header", name);
+    }
 
     int w, h, ch;
     if (!stbi_info_from_memory(buf, (int)n, &w, &h, &ch)) {

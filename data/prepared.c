@@ -15,6 +15,10 @@
 
 #define PREP_FORMAT "versa-prepared"
 #define PREP_VERSION 1
+/* Sanity limits for sizes read from a file (checked before allocating): 16.7 M samples is 30x
+ * the largest public mammography corpus; one metadata table at most 1 GiB. */
+#define PREP_MAX_SAMPLES ((long)1 << 24)
+#define PREP_MAX_ARRAY_BYTES ((size_t)1 << 30)
 
 /* ------------------------------------------------------------------------------------------ */
 /* HDF5 plumbing: silence the automatic error printing for the duration of a call (we report
@@ -77,12 +81,21 @@ static int attr_write_str(hid_t obj, const char *name, const char *s) {
     return r < 0;
 }
 
+/* 1 when attribute a holds exactly one value (scalar or one-element): H5Aread writes every
+ * element, so reading a file's array attribute into one variable would overflow it. */
+static int attr_is_single(hid_t a) {
+    hid_t sp = H5Aget_space(a);
+    hssize_t n = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+    if (sp >= 0) H5Sclose(sp);
+    return n == 1;
+}
+
 static int attr_read_int(hid_t obj, const char *name, long *v) {
     if (H5Aexists(obj, name) <= 0) return 1;
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
     if (a < 0) return 1;
     int64_t x = 0;
-    herr_t r = H5Aread(a, H5T_NATIVE_INT64, &x);
+    herr_t r = attr_is_single(a) ? H5Aread(a, H5T_NATIVE_INT64, &x) : -1;
     H5Aclose(a);
     *v = (long)x;
     return r < 0;
@@ -95,7 +108,7 @@ static char *attr_read_str(hid_t obj, const char *name) {
     if (a < 0) return NULL;
     hid_t ft = H5Aget_type(a);
     char *out = NULL;
-    if (H5Tget_class(ft) == H5T_STRING) {
+    if (H5Tget_class(ft) == H5T_STRING && attr_is_single(a)) {
         if (H5Tis_variable_str(ft) > 0) {
             hid_t mt = H5Tcopy(H5T_C_S1);
             H5Tset_size(mt, H5T_VARIABLE);
@@ -590,9 +603,30 @@ static void *read_array(hid_t f, const char *path, const char *name, hid_t mtype
         *fail = 1;
         return NULL;
     }
+    /* The declared size must be backed by the file: deflate expands at most ~1032x, so a
+     * dataset that claims more than that over its stored bytes (an unwritten chunked dataset of
+     * a billion rows costs nothing on disk) is refused before anything is allocated. */
     size_t total = 1;
-    for (int k = 0; k < ndim; k++) total *= dims[k];
+    int too_big = 0;
+    for (int k = 0; k < ndim; k++) {
+        if (dims[k] && total > PREP_MAX_ARRAY_BYTES / elem / dims[k]) too_big = 1;
+        else total *= (size_t)dims[k];
+    }
+    hsize_t stored = H5Dget_storage_size(d);
+    if (too_big || total * elem > PREP_MAX_ARRAY_BYTES || total * elem > 1100 * (size_t)stored + 65536) {
+        err_set(e, "%s: dataset '/%s' declares more data than the file holds (%llu bytes stored)", path, name,
+                (unsigned long long)stored);
+        H5Dclose(d);
+        *fail = 1;
+        return NULL;
+    }
     void *buf = calloc(total ? total : 1, elem);
+    if (!buf) {
+        err_set(e, "%s: out of memory reading dataset '/%s' (%zu values)", path, name, total);
+        H5Dclose(d);
+        *fail = 1;
+        return NULL;
+    }
     if (total > 0 && H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
         err_set(e, "%s: reading dataset '/%s' failed (corrupt file?)", path, name);
         free(buf);
@@ -658,7 +692,8 @@ int prep_open(Prepared *p, const char *path, Err *e) {
                 err_set(e, "%s: missing root attribute '%s'", path, need[k]);
                 fail = 1;
             }
-        if (!fail && (n < 0 || h < 1 || w < 1 || h > 16384 || w > 16384 || (bits != 8 && bits != 16) || maxv < 1)) {
+        if (!fail && (n < 0 || n > PREP_MAX_SAMPLES || h < 1 || w < 1 || h > 16384 || w > 16384 ||
+                      (bits != 8 && bits != 16) || maxv != (1L << bits) - 1)) {
             err_set(e, "%s: bad root attributes (n %ld, %ldx%ld, bits %ld, max_value %ld)", path, n, w, h, bits, maxv);
             fail = 1;
         }
@@ -732,7 +767,7 @@ int prep_open(Prepared *p, const char *path, Err *e) {
                 fail = 1;
             }
         }
-        p->labels = calloc(p->n * (p->n_labels > 0 ? p->n_labels : 1) + 1, sizeof *p->labels);
+        if (!fail && p->n_labels == 0) p->labels = calloc(1, sizeof *p->labels);
         for (int k = 0; k < p->n_labels && !fail; k++) {
             char dn[PREP_NAME_LEN + 8];
             snprintf(dn, sizeof dn, "labels/%s", p->label_names[k]);
@@ -745,6 +780,13 @@ int prep_open(Prepared *p, const char *path, Err *e) {
                 fail = 1;
             }
             if (!col) break;
+            /* the (n, L) table, once the first column proved n is backed by the file */
+            if (!p->labels && !(p->labels = calloc(p->n * (size_t)p->n_labels + 1, sizeof *p->labels))) {
+                err_set(e, "%s: out of memory for the labels of %zu samples", path, p->n);
+                fail = 1;
+                free(col);
+                break;
+            }
             hid_t d = H5Dopen2(f, dn, H5P_DEFAULT);
             char *cl = attr_read_str(d, "classes");
             H5Dclose(d);
@@ -796,6 +838,11 @@ int prep_open(Prepared *p, const char *path, Err *e) {
             p->image_id = read_array(f, path, "image_id", st, PREP_IMAGE_ID_LEN, 1, w1, 0, NULL, e, &fail);
             H5Tclose(st);
         }
+        /* NUL-padded strings may use all their bytes; prep_patient/prep_image_id return C strings */
+        for (size_t i = 0; !fail && i < p->n; i++) {
+            p->patient_id[i * PREP_PATIENT_LEN + PREP_PATIENT_LEN - 1] = 0;
+            p->image_id[i * PREP_IMAGE_ID_LEN + PREP_IMAGE_ID_LEN - 1] = 0;
+        }
         if (!fail) p->orig_size = read_array(f, path, "orig_size", H5T_NATIVE_INT32, 4, 2, w2, 0, NULL, e, &fail);
         if (!fail) p->transform = read_array(f, path, "transform", H5T_NATIVE_FLOAT, 4, 2, w7, 0, NULL, e, &fail);
         hsize_t wo[1] = {N + 1};
@@ -811,9 +858,14 @@ int prep_open(Prepared *p, const char *path, Err *e) {
         if (!fail) {
             p->n_boxes = M;
             p->boxes = malloc((M ? M : 1) * sizeof *p->boxes);
+            if (!p->boxes) {
+                err_set(e, "%s: out of memory for %zu boxes", path, M);
+                fail = 1;
+                M = 0;
+            }
             for (size_t k = 0; k < M; k++)
                 p->boxes[k] = (PrepBox){bx[4 * k], bx[4 * k + 1], bx[4 * k + 2], bx[4 * k + 3], bl[k]};
-            if (p->box_offset[0] != 0 || p->box_offset[p->n] != (int64_t)M) {
+            if (!fail && (p->box_offset[0] != 0 || p->box_offset[p->n] != (int64_t)M)) {
                 err_set(e, "%s: '/box_offset' does not span the %zu boxes", path, M);
                 fail = 1;
             }

@@ -61,15 +61,18 @@
  * as DataParallel / DDP without SyncBatchNorm); the running buffers are averaged over ranks after
  * every step (one all-reduce of the small buffer block), so all replicas and the checkpoint
  * written by rank 0 hold the same running statistics, and resume is exact for any world size.
+ * (The batch relations themselves are global, see above; with a per-rank batch of 7 for the
+ * paper's 28 on 4 ranks, BN sees 7 images, as the released DataParallel run did per GPU.)
  * With student.train_mode: false the student runs in eval mode (running statistics, no dropout
  * or drop-connect); then R ranks with batch B/R reproduce one rank with batch B up to float
  * summation order (tests/e2e/test_distill.c checks this).
  *
  * ---- the probe (distill/probe.c) ----
  * Frozen-feature evaluation of a student checkpoint (or a random initialisation): pooled features
- * of the train and test splits in eval mode, then per task a cosine k-NN classifier, retrieval
- * top-1 (the nearest train image has the query's label) and an L2-regularised multinomial
- * logistic regression on standardised features; balanced accuracy on the test split.  Tasks are
+ * of the train and test splits in eval mode, then per task a cosine k-NN classifier (votes
+ * weighted by inverse train class frequency), retrieval top-1 (the nearest train image has the
+ * query's label) and a class-balanced, L2-regularised multinomial logistic regression on
+ * standardised features; balanced accuracy (over the classes present) on the test split.  Tasks are
  * label columns of the prepared file, or "findings:<class>" (binary).  `versa distill --probe`.
  */
 #ifndef VERSA_DISTILL_H

@@ -97,11 +97,16 @@ static double balanced_accuracy(const int *y, const int *pred, size_t n, int C) 
     return present ? rec / present : 0.0;
 }
 
-/* cosine k-NN (majority vote, ties to the larger similarity sum) and retrieval top-1 */
+/* cosine k-NN with class-balanced votes (each neighbour counts 1 / its class's train frequency,
+ * so a rare class is not outvoted by prevalence alone; ties to the larger similarity sum) and
+ * retrieval top-1 (the nearest train image has the query's label) */
 static void knn(const float *tr, const int *ytr, size_t ntr, const float *te, const int *yte, size_t nte, size_t F, int C,
                 int k, double *bacc, double *top1) {
     int *pred = malloc(nte * sizeof(int));
     size_t hits1 = 0;
+    double inv_freq[64] = {0};
+    for (size_t i = 0; i < ntr; i++) inv_freq[ytr[i]] += 1;
+    for (int c2 = 0; c2 < C; c2++) inv_freq[c2] = inv_freq[c2] > 0 ? 1.0 / inv_freq[c2] : 0;
     if ((size_t)k > ntr) k = (int)ntr;
 #pragma omp parallel for schedule(static) reduction(+ : hits1)
     for (size_t q = 0; q < nte; q++) {
@@ -125,7 +130,7 @@ static void knn(const float *tr, const int *ytr, size_t ntr, const float *te, co
         }
         double votes[64] = {0}, simsum[64] = {0};
         for (int j = 0; j < nb; j++) {
-            votes[best_y[j]] += 1;
+            votes[best_y[j]] += inv_freq[best_y[j]];
             simsum[best_y[j]] += best_s[j];
         }
         int p = 0;

@@ -657,7 +657,10 @@ int distill_train(const Config *cfg, int resume, Ctx *c, DistillRunResult *res, 
                 d.split < 0 ? "all" : prep_split_name(d.split), d.batch, c->world);
         goto done;
     }
-    long total = d.epochs * per_epoch;
+    /* schedules run over the configured epochs; train.max_steps only stops early (so a run cut
+     * short and resumed sees the learning rates of the uninterrupted one) */
+    const long sched_total = d.epochs * per_epoch;
+    long total = sched_total;
     if (d.max_steps > 0 && d.max_steps < total) total = d.max_steps;
 
     yaml = cfg_to_yaml(cfg);
@@ -704,9 +707,13 @@ int distill_train(const Config *cfg, int resume, Ctx *c, DistillRunResult *res, 
     int first_step = 1;   /* of this call (a resumed run reports from where it resumed) */
     while (t.step < t.total_steps) {
         const long it = t.step;
-        const double lr = sched_cosine(it, t.total_steps, d.lr, final_lr, d.warmup, 0.0);
+        const double lr = sched_cosine(it, sched_total, d.lr, final_lr, d.warmup, 0.0);
         const Batch *bt;
         if (loader_next(loader, &bt, e)) goto step_free;
+        if ((size_t)bt->n != B) {   /* drop_last: never, unless the loader changes */
+            err_set(e, "distill: step %ld: batch of %d images, expected %zu", it + 1, bt->n, B);
+            goto step_free;
+        }
         ctx_step_begin(c);
         params_zero_grad(&ps);
         if (buf_saved) memcpy(buf_saved, ps.buf, ps.n_buf * sizeof(float));
@@ -785,7 +792,7 @@ int distill_train(const Config *cfg, int resume, Ctx *c, DistillRunResult *res, 
             ADD_TERM(l, d.w_align);
         }
         /* supervised heads on the last pass (the released code's CE uses pass 2) */
-        double sums[3 * DISTILL_MAX_HEADS] = {0};   /* per head: CE * local count, correct, - */
+        double sums[2 * DISTILL_MAX_HEADS] = {0};   /* per head: CE * local count, correct rows */
         for (int h = 0; h < H && d.w_sup > 0; h++) {
             const DistillHead *hd = &d.heads[h];
             for (size_t j = 0; j < B; j++) tgt[j] = lab[j * (size_t)H + (size_t)h];

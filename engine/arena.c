@@ -80,3 +80,20 @@ void arena_free(Arena *a) {
     memset(a, 0, sizeof(*a));
     a->chunk_bytes = cb;
 }
+
+ArenaMark arena_mark(const Arena *a) {
+    ArenaMark m = {a->cur, a->cur ? a->cur->off : 0, a->used};
+    return m;
+}
+
+void arena_release(Arena *a, ArenaMark m) {
+    /* chunks after the marked one are reset when arena_alloc walks into them again */
+    if (m.chunk) {
+        a->cur = m.chunk;
+        a->cur->off = m.off;
+    } else {
+        a->cur = a->head;
+        if (a->cur) a->cur->off = 0;
+    }
+    a->used = m.used;
+}

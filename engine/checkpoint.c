@@ -28,6 +28,7 @@
 
 #define CKPT_FORMAT 1
 #define NAME_MAX_LEN 256   /* "optim/m/" + prefix + a 96-byte key fits */
+#define CKPT_MAX_CONFIG ((size_t)1 << 24)   /* a saved config is a few KB; refuse absurd sizes */
 
 /* ---------------------------------------------------------------------------------------- */
 /* HDF5 error printing off for the duration of a call */
@@ -483,11 +484,21 @@ static int read_f32(hid_t loc, const char *name, float *dst) {
     return bad;
 }
 
-static int read_attr(hid_t f, const char *name, hid_t mem_type, void *v) {
+/* Number of values an attribute holds (-1 on error). */
+static hssize_t attr_count(hid_t a) {
+    hid_t sp = H5Aget_space(a);
+    hssize_t n = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+    if (sp >= 0) H5Sclose(sp);
+    return n;
+}
+
+/* Reads an attribute of exactly n values into v (H5Aread writes every value the file has, so
+ * the count is checked first). */
+static int read_attr(hid_t f, const char *name, hid_t mem_type, void *v, hssize_t n) {
     if (H5Aexists(f, name) <= 0) return 1;
     hid_t a = H5Aopen(f, name, H5P_DEFAULT);
     if (a < 0) return 1;
-    int bad = H5Aread(a, mem_type, v) < 0;
+    int bad = attr_count(a) != n || H5Aread(a, mem_type, v) < 0;
     H5Aclose(a);
     return bad;
 }
@@ -499,7 +510,7 @@ static char *read_config_attr(hid_t f) {
     if (a < 0) return NULL;
     hid_t ft = H5Aget_type(a);
     char *out = NULL;
-    if (ft >= 0 && H5Tget_class(ft) == H5T_STRING) {
+    if (ft >= 0 && H5Tget_class(ft) == H5T_STRING && attr_count(a) == 1 && H5Tget_size(ft) <= CKPT_MAX_CONFIG) {
         hid_t mt = H5Tcopy(H5T_C_S1);
         H5Tset_cset(mt, H5Tget_cset(ft));   /* HDF5 does not convert between ASCII and UTF-8 */
         if (H5Tis_variable_str(ft) > 0) {
@@ -605,14 +616,14 @@ int ckpt_load_stores(const char *path, const CkptStore *stores, int n_stores, Ck
         if (bad) goto done;
     }
     if (meta_out) {
-        if (read_attr(f, "step", H5T_NATIVE_INT64, &step) || read_attr(f, "rng_seed", H5T_NATIVE_UINT64, &seed) ||
-            read_attr(f, "rng_counter", H5T_NATIVE_UINT64, &counter)) {
+        if (read_attr(f, "step", H5T_NATIVE_INT64, &step, 1) || read_attr(f, "rng_seed", H5T_NATIVE_UINT64, &seed, 1) ||
+            read_attr(f, "rng_counter", H5T_NATIVE_UINT64, &counter, 1)) {
             bad = err_set(e, "%s: missing training state (step, rng_seed, rng_counter): not a training checkpoint",
                           path);
             goto done;
         }
         /* older writers stored (seed, counter) only: resume at the next 128-bit block */
-        if (read_attr(f, "rng_buf", H5T_NATIVE_UINT32, rbuf) || read_attr(f, "rng_buf_left", H5T_NATIVE_INT32, &left) ||
+        if (read_attr(f, "rng_buf", H5T_NATIVE_UINT32, rbuf, 4) || read_attr(f, "rng_buf_left", H5T_NATIVE_INT32, &left, 1) ||
             left < 0 || left > 4)
             left = 0;
     }

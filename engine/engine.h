@@ -54,6 +54,15 @@ void *arena_alloc(Arena *a, size_t bytes);        /* uninitialised, 64-byte alig
 void *arena_calloc(Arena *a, size_t bytes);       /* zeroed */
 void arena_reset(Arena *a);
 void arena_free(Arena *a);
+/* Scoped reuse: everything allocated after a mark is given back by arena_release (the chunks
+ * stay).  For forward passes that record nothing (no-grad inference): only memory no live tensor
+ * or tape node refers to may be released. */
+typedef struct ArenaMark {
+    ArenaChunk *chunk;    /* chunk being filled at the mark (NULL: nothing allocated yet) */
+    size_t off, used;
+} ArenaMark;
+ArenaMark arena_mark(const Arena *a);
+void arena_release(Arena *a, ArenaMark m);
 
 /* ------------------------------------------------------------------------------------------ */
 /* RNG: Philox4x32-10, counter based.  The whole state is (seed, counter), saved in checkpoints,
@@ -122,6 +131,9 @@ struct Ctx {
     int rank, world;             /* MPI rank and size (0, 1 without MPI) */
     jmp_buf *fail_jmp;           /* tests: ctx_fail longjmps here instead of exiting */
     char fail_msg[512];
+    /* activation-gradient buffers that backward has finished with (their tensor's node ran),
+     * reused by tensor_grad for later gradients of the same step; emptied by ctx_step_begin */
+    void *grad_free;
 };
 
 void ctx_init(Ctx *c, uint64_t seed);
@@ -152,6 +164,12 @@ float tensor_get(const Tensor *t, const size_t *idx);
 void tensor_copy_to(const Tensor *t, float *dst);           /* gather into a contiguous buffer */
 const char *tensor_shape_str(const Tensor *t, char *buf, size_t n); /* "(2,3,4)" */
 float *tensor_grad(Ctx *c, Tensor *t);   /* the gradient buffer, allocated zeroed on first use */
+/* Scratch for backward kernels: n floats (uninitialised) from the buffers backward has recycled
+ * when one fits, else from the step arena.  Hand it back with ctx_scratch_release (same n) when
+ * the kernel is done with it.  Backward only: a no-grad forward may give arena memory back with
+ * arena_release, which must not leave any of it on the recycled list. */
+float *ctx_scratch(Ctx *c, size_t n);
+void ctx_scratch_release(Ctx *c, float *p, size_t n);
 
 /* ---- views: free, share data; recorded on the tape so gradients flow ---- */
 Tensor *op_reshape(Ctx *c, Tensor *x, int ndim, const size_t *shape); /* contiguous x only; one
@@ -169,7 +187,10 @@ int op_needs_grad(Ctx *c, Tensor *const *in, int n_in);
 Node *op_record(Ctx *c, const char *op, BackwardFn bw, Tensor *out, Tensor *const *in, int n_in);
 
 /* ---- autograd ---- */
-/* Seeds d(loss)=1 (loss must have one element) and runs every recorded node in reverse. */
+/* Seeds d(loss)=1 (loss must have one element) and runs every recorded node in reverse.  Once a
+ * node has run, its output's gradient is complete and used by nothing else: the buffer is
+ * recycled for later gradients (out->grad becomes NULL), so the gradients of leaves, parameters
+ * and the seed tensor are the ones to read after backward, not those of intermediate outputs. */
 void backward(Ctx *c, Tensor *loss);
 /* Same walk, seeded with d(out) = grad_out (out->numel floats); used by gradient checks. */
 void backward_from(Ctx *c, Tensor *out, const float *grad_out);

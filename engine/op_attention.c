@@ -14,43 +14,18 @@
  * reuses one (T, T) buffer, which keeps a 1370-token (518 px) forward at a few MB per thread.
  */
 #include "engine.h"
+#include "simd.h"
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------------------------------- */
-/* row kernels.  The exponential is the bulk of the non-GEMM work (B*H*T*T per layer); with AVX2
- * it runs 8 lanes at a time (Cephes expf: range reduction by ln 2, degree-6 polynomial, ~1 ulp),
- * since libm's expf does not vectorise without -ffast-math.  Sums keep 8 lane partials combined
- * in a fixed order, so every result is reproducible. */
+/* row kernels.  The exponential is the bulk of the non-GEMM work (B*H*T*T per layer): simd.h's
+ * vector exp, 8 lanes at a time.  Sums keep 8 lane partials combined in a fixed order, so every
+ * result is reproducible. */
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-
-/* exp(x) for x <= 0; inputs below -87 flush to exp(-87) ~ 1.6e-38 (stays a normal float) */
-static inline __m256 exp_nonpos8(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
-static float hsum8(__m256 v) {   /* fixed order: lanes 0..7 */
-    float s[8];
-    _mm256_storeu_ps(s, v);
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
+#ifdef VERSA_SIMD_AVX2
 
 /* x = softmax(x) in place, max-subtracted */
 static void softmax_row(float *x, size_t n) {
@@ -66,11 +41,11 @@ static void softmax_row(float *x, size_t n) {
     for (; j < n; j++) mx = x[j] > mx ? x[j] : mx;
     __m256 vmx = _mm256_set1_ps(mx), acc = _mm256_setzero_ps();
     for (j = 0; j + 8 <= n; j += 8) {
-        __m256 e = exp_nonpos8(_mm256_sub_ps(_mm256_loadu_ps(x + j), vmx));
+        __m256 e = simd_exp_nonpos8(_mm256_sub_ps(_mm256_loadu_ps(x + j), vmx));
         _mm256_storeu_ps(x + j, e);
         acc = _mm256_add_ps(acc, e);
     }
-    float sum = hsum8(acc);
+    float sum = simd_hsum8(acc);
     for (; j < n; j++) {
         x[j] = expf(x[j] - mx);
         sum += x[j];
@@ -84,7 +59,7 @@ static void softmax_backward_row(const float *p, float *dx, size_t n) {
     size_t j = 0;
     __m256 acc = _mm256_setzero_ps();
     for (; j + 8 <= n; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(p + j), _mm256_loadu_ps(dx + j), acc);
-    float dot = hsum8(acc);
+    float dot = simd_hsum8(acc);
     for (; j < n; j++) dot += p[j] * dx[j];
     for (j = 0; j < n; j++) dx[j] = p[j] * (dx[j] - dot);
 }
@@ -132,7 +107,7 @@ static void attention_backward(Ctx *c, Node *n) {
     const float *x = qkv->data;        // (B, T, 3C)
     float *dx = tensor_grad(c, qkv);   // (B, T, 3C)
     int nt = omp_get_max_threads();
-    float *scratch = arena_alloc(&c->step, (size_t)nt * T * T * sizeof(float));  // (nt, T, T) dP per thread
+    float *scratch = ctx_scratch(c, (size_t)nt * T * T);  // (nt, T, T) dP per thread
     int ld = (int)(3 * C), iT = (int)T, iD = (int)D;
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (size_t bh = 0; bh < B * H; bh++) {
@@ -153,6 +128,7 @@ static void attention_backward(Ctx *c, Node *n) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, iT, iD, iT, scale, dP, iT, k, ld, 1.0f, dq, ld);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, iT, iD, iT, scale, dP, iT, q, ld, 1.0f, dk, ld);
     }
+    ctx_scratch_release(c, scratch, (size_t)nt * T * T);
 }
 
 Tensor *op_attention(Ctx *c, Tensor *qkv, int n_heads) {

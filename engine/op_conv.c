@@ -17,6 +17,7 @@
  */
 #include "engine.h"
 #include <cblas.h>
+#include <math.h>
 #include <omp.h>
 #include <string.h>
 
@@ -264,8 +265,9 @@ static void gemm_conv_backward(Ctx *c, const ConvGeom *g, const float *x, const 
     size_t nw = g->OC * g->K;
     if (images_in_parallel(g)) {
         int nt = omp_get_max_threads();
-        float *cols = arena_alloc(&c->step, (size_t)nt * cf * sizeof(float));         /* (nt, cf) */
-        float *dwp = dw ? arena_calloc(&c->step, (size_t)nt * nw * sizeof(float)) : NULL; /* (nt, OC, K) */
+        float *cols = ctx_scratch(c, (size_t)nt * cf);          /* (nt, cf) */
+        float *dwp = dw ? ctx_scratch(c, (size_t)nt * nw) : NULL;  /* (nt, OC, K) */
+        if (dwp) memset(dwp, 0, (size_t)nt * nw * sizeof(float));
 #pragma omp parallel
         {
             int t = omp_get_thread_num();
@@ -277,11 +279,14 @@ static void gemm_conv_backward(Ctx *c, const ConvGeom *g, const float *x, const 
         if (dw) /* per-thread partial sums, added in thread order */
             for (int t = 0; t < nt; t++)
                 for (size_t i = 0; i < nw; i++) dw[i] += dwp[(size_t)t * nw + i];
+        if (dwp) ctx_scratch_release(c, dwp, (size_t)nt * nw);
+        ctx_scratch_release(c, cols, (size_t)nt * cf);
     } else {
-        float *col = arena_alloc(&c->step, cf * sizeof(float));
+        float *col = ctx_scratch(c, cf);
         int par = !omp_in_parallel();
         for (size_t n = 0; n < g->N; n++)
             gemm_conv_image_backward(g, x + n * xs, w, dy + n * ys, dx ? dx + n * xs : NULL, dw, col, par);
+        ctx_scratch_release(c, col, cf);
     }
 }
 
@@ -387,21 +392,53 @@ static inline v8f v8_load(const float *p) {
     memcpy(&v, p, sizeof v);
     return v;
 }
+/* a * b + c in one rounding: -std=c11 turns off GCC's contraction of a * b + c into an FMA, and
+ * a separate multiply and add cost twice the instructions and a longer dependency chain */
+#if defined(__FMA__)
+#include <immintrin.h>
+static inline v8f v8_fma(v8f a, v8f b, v8f c) {
+    return (v8f)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+}
+#else
+static inline v8f v8_fma(v8f a, v8f b, v8f c) {
+    return a * b + c;
+}
+#endif
+static inline v8f v8_splat(float x) {
+    return (v8f){x, x, x, x, x, x, x, x};
+}
 
 /* The one inner kernel of the depthwise conv, forward and dX alike:
  *   out[q] = init + sum_i wts[i] * src[off[i] + q]        for q in [0, width)
- * Blocks of 16 (or 8) outputs accumulate in registers over all taps.  Every output is init + taps
- * in order whichever block computes it, so the last block may overlap the one before it. */
-static inline void taps_block16(const float *src, const size_t *off, const float *wts, size_t n, float init,
+ * Blocks of 32, 16 or 8 outputs accumulate in registers over all taps, one FMA chain per 8
+ * outputs (4 chains in flight hide the FMA latency).  Every output is init + the taps in order,
+ * one fused multiply-add each, whichever block computes it, so the last block may overlap the
+ * one before it and the scalar path for rows under 8 gives the same values. */
+static inline void taps_block32(const float *src, const size_t *off, const float *wts, size_t n, float init,
                                 size_t q, float *out) {
-    v8f a0 = {0}, a1 = {0};
-    a0 += init, a1 += init;
+    v8f a0 = v8_splat(init), a1 = a0, a2 = a0, a3 = a0;
     for (size_t i = 0; i < n; i++) {
         const float *sp = src + off[i] + q;
-        v8f wv = {0};
-        wv += wts[i];
-        a0 += wv * v8_load(sp);
-        a1 += wv * v8_load(sp + 8);
+        v8f wv = v8_splat(wts[i]);
+        a0 = v8_fma(wv, v8_load(sp), a0);
+        a1 = v8_fma(wv, v8_load(sp + 8), a1);
+        a2 = v8_fma(wv, v8_load(sp + 16), a2);
+        a3 = v8_fma(wv, v8_load(sp + 24), a3);
+    }
+    memcpy(out + q, &a0, sizeof a0);
+    memcpy(out + q + 8, &a1, sizeof a1);
+    memcpy(out + q + 16, &a2, sizeof a2);
+    memcpy(out + q + 24, &a3, sizeof a3);
+}
+
+static inline void taps_block16(const float *src, const size_t *off, const float *wts, size_t n, float init,
+                                size_t q, float *out) {
+    v8f a0 = v8_splat(init), a1 = a0;
+    for (size_t i = 0; i < n; i++) {
+        const float *sp = src + off[i] + q;
+        v8f wv = v8_splat(wts[i]);
+        a0 = v8_fma(wv, v8_load(sp), a0);
+        a1 = v8_fma(wv, v8_load(sp + 8), a1);
     }
     memcpy(out + q, &a0, sizeof a0);
     memcpy(out + q + 8, &a1, sizeof a1);
@@ -409,31 +446,71 @@ static inline void taps_block16(const float *src, const size_t *off, const float
 
 static inline void taps_block8(const float *src, const size_t *off, const float *wts, size_t n, float init,
                                size_t q, float *out) {
-    v8f a0 = {0};
-    a0 += init;
-    for (size_t i = 0; i < n; i++) {
-        v8f wv = {0};
-        wv += wts[i];
-        a0 += wv * v8_load(src + off[i] + q);
-    }
+    v8f a0 = v8_splat(init);
+    for (size_t i = 0; i < n; i++) a0 = v8_fma(v8_splat(wts[i]), v8_load(src + off[i] + q), a0);
     memcpy(out + q, &a0, sizeof a0);
 }
 
 static void taps_row(const float *src, const size_t *off, const float *wts, size_t n, float init, size_t width,
                      float *out) {
-    if (width >= 16) {
+    if (width >= 8) {
         size_t q = 0;
-        for (; q + 16 <= width; q += 16) taps_block16(src, off, wts, n, init, q, out);
-        if (q < width) taps_block16(src, off, wts, n, init, width - 16, out);   /* overlapping tail */
-    } else if (width >= 8) {
-        taps_block8(src, off, wts, n, init, 0, out);
-        if (width > 8) taps_block8(src, off, wts, n, init, width - 8, out);
+        for (; q + 32 <= width; q += 32) taps_block32(src, off, wts, n, init, q, out);
+        if (q + 16 <= width) {
+            taps_block16(src, off, wts, n, init, q, out);
+            q += 16;
+        }
+        if (q + 8 <= width) {
+            taps_block8(src, off, wts, n, init, q, out);
+            q += 8;
+        }
+        if (q < width) taps_block8(src, off, wts, n, init, width - 8, out);   /* overlapping tail */
     } else {
         for (size_t q = 0; q < width; q++) {
             float a = init;
-            for (size_t i = 0; i < n; i++) a += wts[i] * src[off[i] + q];
+#if defined(__FMA__)
+            for (size_t i = 0; i < n; i++) a = fmaf(wts[i], src[off[i] + q], a);
+#else
+            for (size_t i = 0; i < n; i++) a = wts[i] * src[off[i] + q] + a;
+#endif
             out[q] = a;
         }
+    }
+}
+
+/* out[q] += sum_i wts[i] * src[off[i] + q] for q in [0, width): taps_row accumulating into what
+ * out holds (blocks cannot overlap here, so the last few outputs take the scalar path) */
+static void taps_row_acc(const float *src, const size_t *off, const float *wts, size_t n, size_t width,
+                         float *out) {
+    size_t q = 0;
+    for (; q + 32 <= width; q += 32) {
+        v8f a0 = v8_load(out + q), a1 = v8_load(out + q + 8), a2 = v8_load(out + q + 16), a3 = v8_load(out + q + 24);
+        for (size_t i = 0; i < n; i++) {
+            const float *sp = src + off[i] + q;
+            v8f wv = v8_splat(wts[i]);
+            a0 = v8_fma(wv, v8_load(sp), a0);
+            a1 = v8_fma(wv, v8_load(sp + 8), a1);
+            a2 = v8_fma(wv, v8_load(sp + 16), a2);
+            a3 = v8_fma(wv, v8_load(sp + 24), a3);
+        }
+        memcpy(out + q, &a0, sizeof a0);
+        memcpy(out + q + 8, &a1, sizeof a1);
+        memcpy(out + q + 16, &a2, sizeof a2);
+        memcpy(out + q + 24, &a3, sizeof a3);
+    }
+    for (; q + 8 <= width; q += 8) {
+        v8f a0 = v8_load(out + q);
+        for (size_t i = 0; i < n; i++) a0 = v8_fma(v8_splat(wts[i]), v8_load(src + off[i] + q), a0);
+        memcpy(out + q, &a0, sizeof a0);
+    }
+    for (; q < width; q++) {
+        float a = out[q];
+#if defined(__FMA__)
+        for (size_t i = 0; i < n; i++) a = fmaf(wts[i], src[off[i] + q], a);
+#else
+        for (size_t i = 0; i < n; i++) a = wts[i] * src[off[i] + q] + a;
+#endif
+        out[q] = a;
     }
 }
 
@@ -488,39 +565,61 @@ static void dw_widen_dy(const ConvGeom *g, const DwBack *b, const float *dy, flo
     for (size_t oh = 0; oh < g->OH; oh++) memcpy(dyp + oh * b->dys + b->LP, dy + oh * g->OW, g->OW * sizeof(float));
 }
 
-/* dk (KH, KW) += correlation of dy with the padded plane.  Each tap keeps 8 lane sums over the
- * whole plane, reduced across lanes once at the end: a fixed order. */
-static void dw_plane_dweight(const ConvGeom *g, const DwPad *p, const DwBack *b, const float *buf,
-                             const float *dyp, float *dk) {
-    v8f acc[DW_MAX_TAPS];    /* (ntap) lane sums */
-    size_t OW8 = b->OW8;
-    for (size_t t = 0; t < p->ntap; t++) acc[t] = (v8f){0};
+/* dk[t0 .. t0+G) += correlation of dy with the padded plane through G taps at once: every tap
+ * multiplies the same dy row, so one load of dy feeds G FMAs (and 2G independent chains hide the
+ * FMA latency).  Each tap keeps 2 x 8 lane sums over the whole plane, reduced across lanes once
+ * at the end: a fixed order.  G is a literal at every call, so the loops over it unroll and the
+ * sums stay in registers. */
+static inline __attribute__((always_inline)) void dw_dweight_taps(const ConvGeom *g, const DwPad *p,
+                                                                  const DwBack *b, const float *buf,
+                                                                  const float *dyp, size_t t0, const size_t G,
+                                                                  float *dk) {
+    v8f a[4][2];
+    for (size_t k = 0; k < G; k++) a[k][0] = a[k][1] = v8_splat(0.0f);
+    const size_t OW8 = b->OW8;
     for (size_t oh = 0; oh < g->OH; oh++) {
         const float *rows = buf + oh * (size_t)g->sh * p->row;
         const float *dyr = dyp + oh * b->dys + b->LP;
-        for (size_t t = 0; t < p->ntap; t++) {
-            const float *xr = rows + p->tap[t];
-            v8f a0 = acc[t], a1 = {0};   /* two chains hide the add latency */
-            size_t ow = 0;
-            for (; ow + 16 <= OW8; ow += 16) {
-                a0 += v8_load(dyr + ow) * v8_load(xr + ow);
-                a1 += v8_load(dyr + ow + 8) * v8_load(xr + ow + 8);
+        size_t ow = 0;
+        for (; ow + 16 <= OW8; ow += 16) {
+            v8f d0 = v8_load(dyr + ow), d1 = v8_load(dyr + ow + 8);
+            for (size_t k = 0; k < G; k++) {
+                const float *xr = rows + p->tap[t0 + k] + ow;
+                a[k][0] = v8_fma(d0, v8_load(xr), a[k][0]);
+                a[k][1] = v8_fma(d1, v8_load(xr + 8), a[k][1]);
             }
-            if (ow < OW8) a0 += v8_load(dyr + ow) * v8_load(xr + ow);
-            acc[t] = a0 + a1;
+        }
+        if (ow < OW8) {
+            v8f d0 = v8_load(dyr + ow);
+            for (size_t k = 0; k < G; k++) a[k][0] = v8_fma(d0, v8_load(rows + p->tap[t0 + k] + ow), a[k][0]);
         }
     }
-    for (size_t t = 0; t < p->ntap; t++) {
+    for (size_t k = 0; k < G; k++) {
+        v8f v = a[k][0] + a[k][1];
         float s = 0.0f;
-        for (int l = 0; l < 8; l++) s += acc[t][l];
-        dk[t] += s;
+        for (int l = 0; l < 8; l++) s += v[l];
+        dk[t0 + k] += s;
     }
 }
 
-/* rows pt .. pt+H-1 of a padded, phase-split dx buffer (every phase, all Wq) = the transposed
- * conv of the widened dy with kernel k */
+/* dk (KH, KW) += correlation of dy with the padded plane, taps in groups of 4 */
+static void dw_plane_dweight(const ConvGeom *g, const DwPad *p, const DwBack *b, const float *buf,
+                             const float *dyp, float *dk) {
+    size_t t0 = 0;
+    for (; t0 + 4 <= p->ntap; t0 += 4) dw_dweight_taps(g, p, b, buf, dyp, t0, 4, dk);
+    switch (p->ntap - t0) {
+    case 3: dw_dweight_taps(g, p, b, buf, dyp, t0, 3, dk); break;
+    case 2: dw_dweight_taps(g, p, b, buf, dyp, t0, 2, dk); break;
+    case 1: dw_dweight_taps(g, p, b, buf, dyp, t0, 1, dk); break;
+    default: break;
+    }
+}
+
+/* dx (H, W) += the transposed conv of the widened dy with kernel k.  Stride 1: straight into dx,
+ * the padded column of input column iw being pl + iw.  Larger strides: rows pt .. pt+H-1 of the
+ * padded, phase-split buffer `buf` (every phase, all Wq) first, then its interior is added to dx. */
 static void dw_plane_dinput(const ConvGeom *g, const DwPad *p, const DwBack *b, const float *dyp, const float *k,
-                            float *buf) {
+                            float *buf, float *dx) {
     size_t off[DW_MAX_TAPS];
     float wts[DW_MAX_TAPS];
     for (size_t r = (size_t)g->pt; r < (size_t)g->pt + g->H; r++) {
@@ -537,9 +636,11 @@ static void dw_plane_dinput(const ConvGeom *g, const DwPad *p, const DwBack *b, 
                     wts[n++] = k[kh * g->KW + kw];
                 }
             }
-            taps_row(dyp, off, wts, n, 0.0f, p->Wq, buf + r * p->row + ph * p->Wq);
+            if (p->s == 1) taps_row_acc(dyp + g->pl, off, wts, n, g->W, dx + (r - (size_t)g->pt) * g->W);
+            else taps_row(dyp, off, wts, n, 0.0f, p->Wq, buf + r * p->row + ph * p->Wq);
         }
     }
+    if (p->s != 1) dw_unpad_add(g, p, buf, dx);
 }
 
 /* one thread per channel, images in order: the weight gradient needs no cross-thread sum */
@@ -549,9 +650,12 @@ static void dw_backward(Ctx *c, const ConvGeom *g, const DwPad *p, const float *
     DwBack b = dw_back_geom(g, p);
     size_t pf = p->Hp * p->row + DW_SLACK, HW = g->H * g->W, OHW = g->OH * g->OW, KK = g->KH * g->KW;
     size_t df = g->OH * b.dys;
-    float *bufs = arena_calloc(&c->step, (size_t)nt * pf * sizeof(float));  /* (nt, Hp*s*Wq + slack): x */
-    float *dbufs = arena_alloc(&c->step, (size_t)nt * pf * sizeof(float));  /* (nt, Hp*s*Wq + slack): dx */
-    float *dyps = arena_calloc(&c->step, (size_t)nt * df * sizeof(float));  /* (nt, OH, dys) */
+    float *bufs = ctx_scratch(c, (size_t)nt * pf);   /* (nt, Hp*s*Wq + slack): x */
+    float *dbufs = ctx_scratch(c, (size_t)nt * pf);  /* (nt, Hp*s*Wq + slack): dx */
+    float *dyps = ctx_scratch(c, (size_t)nt * df);   /* (nt, OH, dys) */
+    /* the padding of x and the zeros around each widened dy row are written once, here */
+    memset(bufs, 0, (size_t)nt * pf * sizeof(float));
+    memset(dyps, 0, (size_t)nt * df * sizeof(float));
 #pragma omp parallel for schedule(static) if (g->N * g->C * OHW * p->ntap >= PAR_MIN_WORK)
     for (size_t ch = 0; ch < g->C; ch++) {
         int t = omp_get_thread_num();
@@ -569,13 +673,15 @@ static void dw_backward(Ctx *c, const ConvGeom *g, const DwPad *p, const float *
                 for (size_t i = 0; i < KK; i++) dk_sum[i] += dk[i];
             }
             if (dx) {
-                dw_plane_dinput(g, p, &b, dyp, w + ch * KK, dbuf);
-                dw_unpad_add(g, p, dbuf, dx + nc * HW);
+                dw_plane_dinput(g, p, &b, dyp, w + ch * KK, dbuf, dx + nc * HW);
             }
         }
         if (dw)
             for (size_t i = 0; i < KK; i++) dw[ch * KK + i] += (float)dk_sum[i];
     }
+    ctx_scratch_release(c, dyps, (size_t)nt * df);
+    ctx_scratch_release(c, dbufs, (size_t)nt * pf);
+    ctx_scratch_release(c, bufs, (size_t)nt * pf);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -360,9 +360,10 @@ static void grad_times(Ctx *c, int op, const Tensor *out, Tensor *x, const Tenso
         binary_apply(op, 1, out->ndim, out->shape, gx, out->grad, so, y->data, sy);
         return;
     }
-    float *tmp = arena_alloc(&c->step, out->numel * sizeof(float));  // (out shape)
+    float *tmp = ctx_scratch(c, out->numel);  // (out shape)
     binary_apply(op, 0, out->ndim, out->shape, tmp, out->grad, so, y->data, sy);
     grad_reduce(out, x, gx, tmp, 1.0f);
+    ctx_scratch_release(c, tmp, out->numel);
 }
 
 static void mul_backward(Ctx *c, Node *n) {
@@ -380,11 +381,12 @@ static void div_backward(Ctx *c, Node *n) {
         contig_strides(out->ndim, out->shape, so);
         broadcast_strides(out->ndim, out->shape, a->ndim, a->shape, a->stride, sa);
         broadcast_strides(out->ndim, out->shape, b->ndim, b->shape, b->stride, sb);
-        float *tmp = arena_alloc(&c->step, out->numel * sizeof(float));  // (out shape)
+        float *tmp = ctx_scratch(c, out->numel);  // (out shape)
         binary_apply(BIN_MUL, 0, out->ndim, out->shape, tmp, out->grad, so, a->data, sa);
         binary_apply(BIN_DIV, 0, out->ndim, out->shape, tmp, tmp, so, b->data, sb);
         binary_apply(BIN_DIV, 0, out->ndim, out->shape, tmp, tmp, so, b->data, sb);
         grad_reduce(out, b, tensor_grad(c, b), tmp, -1.0f);
+        ctx_scratch_release(c, tmp, out->numel);
     }
 }
 

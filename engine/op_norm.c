@@ -6,8 +6,10 @@
  * first (op_contiguous records its own node, so gradients reach the view).  Row statistics are
  * accumulated in double: it costs little next to expf/sqrtf and keeps long rows (e.g. 65536 DINO
  * prototypes) within ~1e-6 of PyTorch.  Every reduction runs in a fixed order inside one row or
- * one channel, so results do not depend on the thread count. */
+ * one channel, so results do not depend on the thread count.  The row kernels (exp, max, double
+ * sums four lanes at a time) are simd.h's. */
 #include "engine.h"
+#include "simd.h"
 #include <math.h>
 #include <string.h>
 
@@ -41,13 +43,8 @@ static void softmax_forward(float *out, const float *inp, size_t N, size_t D) {
         const float *x = inp + i * D;
         float *y = out + i * D;
         /* max-subtracted: every exponent is <= 0, so large logits cannot overflow */
-        float maxv = -INFINITY;
-        for (size_t j = 0; j < D; j++) maxv = fmaxf(maxv, x[j]);
-        double sum = 0.0;
-        for (size_t j = 0; j < D; j++) {
-            y[j] = expf(x[j] - maxv);
-            sum += y[j];
-        }
+        float maxv = simd_max(x, D);
+        double sum = simd_exp_sum(y, x, D, 1.0f, maxv);
         float inv = (float)(1.0 / sum);
         for (size_t j = 0; j < D; j++) y[j] *= inv;
     }
@@ -59,9 +56,7 @@ static void softmax_backward(float *dinp, const float *out, const float *dout, s
     for (size_t i = 0; i < N; i++) {
         const float *y = out + i * D, *dy = dout + i * D;
         float *dx = dinp + i * D;
-        double dot = 0.0;
-        for (size_t j = 0; j < D; j++) dot += (double)dy[j] * y[j];
-        float fdot = (float)dot;
+        float fdot = (float)simd_dot_f64(dy, y, D);
         for (size_t j = 0; j < D; j++) dx[j] += y[j] * (dy[j] - fdot);
     }
 }
@@ -94,10 +89,8 @@ static void log_softmax_forward(float *out, const float *inp, size_t N, size_t D
     for (size_t i = 0; i < N; i++) {
         const float *x = inp + i * D;
         float *y = out + i * D;
-        float maxv = -INFINITY;
-        for (size_t j = 0; j < D; j++) maxv = fmaxf(maxv, x[j]);
-        double sum = 0.0;
-        for (size_t j = 0; j < D; j++) sum += expf(x[j] - maxv);
+        float maxv = simd_max(x, D);
+        double sum = simd_exp_sum(NULL, x, D, 1.0f, maxv);
         float shift = maxv + (float)log(sum);
         for (size_t j = 0; j < D; j++) y[j] = x[j] - shift;
     }
@@ -109,10 +102,14 @@ static void log_softmax_backward(float *dinp, const float *out, const float *dou
     for (size_t i = 0; i < N; i++) {
         const float *y = out + i * D, *dy = dout + i * D;
         float *dx = dinp + i * D;
-        double sum = 0.0;
-        for (size_t j = 0; j < D; j++) sum += dy[j];
-        float fsum = (float)sum;
-        for (size_t j = 0; j < D; j++) dx[j] += dy[j] - expf(y[j]) * fsum;
+        float fsum = (float)simd_sum_f64(dy, D);
+        /* softmax = exp(log-softmax), a row of values <= 0: the vector exp, a block at a time */
+        float p[256];
+        for (size_t j0 = 0; j0 < D; j0 += 256) {
+            size_t len = D - j0 < 256 ? D - j0 : 256;
+            simd_exp_row(p, y + j0, len);
+            for (size_t j = 0; j < len; j++) dx[j0 + j] += dy[j0 + j] - p[j] * fsum;
+        }
     }
 }
 
@@ -150,16 +147,9 @@ static void layernorm_forward(float *out, float *mean, float *rstd, const float 
     for (size_t i = 0; i < N; i++) {
         const float *x = inp + i * C;
         float *y = out + i * C;
-        double s = 0.0;
-        for (size_t j = 0; j < C; j++) s += x[j];
-        double m = s / (double)C;
+        double m = simd_sum_f64(x, C) / (double)C;
         /* two-pass variance: no cancellation when |mean| >> std */
-        double v = 0.0;
-        for (size_t j = 0; j < C; j++) {
-            double d = x[j] - m;
-            v += d * d;
-        }
-        v /= (double)C;  // biased, as PyTorch
+        double v = simd_sumsq_dev_f64(x, C, m) / (double)C;  // biased, as PyTorch
         float fm = (float)m, fs = (float)(1.0 / sqrt(v + eps));
         for (size_t j = 0; j < C; j++) {
             float nrm = (x[j] - fm) * fs;
@@ -179,18 +169,14 @@ static void layernorm_backward(float *dinp, float *dweight, float *dbias, const 
             const float *x = inp + i * C, *dy = dout + i * C;
             float *dx = dinp + i * C;
             float m = mean[i], s = rstd[i];
-            double dnorm_mean = 0.0, dnorm_norm_mean = 0.0;
-            for (size_t j = 0; j < C; j++) {
-                float nrm = (x[j] - m) * s;
-                float dnorm = (weight ? weight[j] : 1.0f) * dy[j];
-                dnorm_mean += dnorm;
-                dnorm_norm_mean += (double)dnorm * nrm;
-            }
+            /* dnorm = w * dy; a = mean(dnorm), b = mean(dnorm * xhat), xhat = (x - mean) * rstd */
+            double dnorm_mean = weight ? simd_dot_f64(weight, dy, C) : simd_sum_f64(dy, C);
+            double dnorm_norm_mean = simd_dot3_dev_f64(weight, dy, x, C, m) * s;
             float a = (float)(dnorm_mean / (double)C), b = (float)(dnorm_norm_mean / (double)C);
-            for (size_t j = 0; j < C; j++) {
-                float nrm = (x[j] - m) * s;
-                float dnorm = (weight ? weight[j] : 1.0f) * dy[j];
-                dx[j] += s * (dnorm - a - nrm * b);
+            if (weight) {
+                for (size_t j = 0; j < C; j++) dx[j] += s * (weight[j] * dy[j] - a - (x[j] - m) * s * b);
+            } else {
+                for (size_t j = 0; j < C; j++) dx[j] += s * (dy[j] - a - (x[j] - m) * s * b);
             }
         }
     }
@@ -328,22 +314,21 @@ static void batchnorm_stats(float *mean, float *var, const float *inp, size_t N,
     // mean, var: (C); inp: (N, C, S)
 #pragma omp parallel for schedule(static) if (N * C * S >= NORM_OMP_MIN)
     for (size_t ch = 0; ch < C; ch++) {
-        double s = 0.0;
+        /* two passes over each plane while it is in cache (its mean, then the squared deviations
+         * from it), planes merged in order with Chan's formula: one sweep over memory, and no
+         * cancellation when |mean| >> std */
+        double m = 0.0, m2 = 0.0, cnt = 0.0;
         for (size_t n = 0; n < N; n++) {
             const float *x = inp + (n * C + ch) * S;
-            for (size_t k = 0; k < S; k++) s += x[k];
-        }
-        double m = s / (double)(N * S);
-        double v = 0.0;
-        for (size_t n = 0; n < N; n++) {
-            const float *x = inp + (n * C + ch) * S;
-            for (size_t k = 0; k < S; k++) {
-                double d = x[k] - m;
-                v += d * d;
-            }
+            double pm = simd_sum_f64(x, S) / (double)S;
+            double pm2 = simd_sumsq_dev_f64(x, S, pm);
+            double tot = cnt + (double)S, d = pm - m;
+            m += d * ((double)S / tot);
+            m2 += pm2 + d * d * (cnt * (double)S / tot);
+            cnt = tot;
         }
         mean[ch] = (float)m;
-        var[ch] = (float)(v / (double)(N * S));
+        var[ch] = (float)(m2 / (double)(N * S));
     }
 }
 
@@ -373,11 +358,10 @@ static void batchnorm_backward(float *dinp, float *dweight, float *dbias, const 
         float m = mean[ch], s = rstd[ch];
         for (size_t n = 0; n < N; n++) {
             const float *x = inp + (n * C + ch) * S, *dy = dout + (n * C + ch) * S;
-            for (size_t k = 0; k < S; k++) {
-                sdy += dy[k];
-                sdyx += (double)dy[k] * ((x[k] - m) * s);
-            }
+            sdy += simd_sum_f64(dy, S);
+            sdyx += simd_dot_dev_f64(dy, x, S, m);
         }
+        sdyx *= s;   /* sum dy * xhat, xhat = (x - mean) * rstd */
         sum_dy[ch] = (float)sdy;
         sum_dy_xhat[ch] = (float)sdyx;
         if (dweight) dweight[ch] += (float)sdyx;

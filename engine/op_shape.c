@@ -279,7 +279,7 @@ static void where_backward(Ctx *c, Node *nd) {
         so[d] = t;
         t *= (ptrdiff_t)out->shape[d];
     }
-    float *tmp = arena_alloc(&c->step, out->numel * sizeof(float));  // (out shape)
+    float *tmp = ctx_scratch(c, out->numel);  // (out shape)
     for (int k = 0; k < 2; k++) {
         Tensor *x = nd->in[k];
         if (!x->requires_grad) continue;
@@ -296,6 +296,7 @@ static void where_backward(Ctx *c, Node *nd) {
         broadcast_strides(out->ndim, out->shape, x->ndim, x->shape, cx, sx);
         reduce_sum_strided(out->ndim, out->shape, tmp, so, tensor_grad(c, x), sx, 1.0f);
     }
+    ctx_scratch_release(c, tmp, out->numel);
 }
 
 Tensor *op_where(Ctx *c, const uint8_t *mask, int mask_ndim, const size_t *mask_shape, Tensor *a, Tensor *b) {

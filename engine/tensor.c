@@ -50,6 +50,7 @@ void ctx_free(Ctx *c) {
 void ctx_step_begin(Ctx *c) {
     arena_reset(&c->step);
     c->tape_len = 0;
+    c->grad_free = NULL;
 }
 
 int ctx_set_grad(Ctx *c, int enabled) {
@@ -174,8 +175,55 @@ const char *tensor_shape_str(const Tensor *t, char *buf, size_t n) {
     return buf;
 }
 
+/* Released gradient buffers form a list threaded through the buffers themselves (every arena
+ * allocation has room for this header), so recycling needs no memory of its own.  Each keeps
+ * the capacity it was allocated with, in floats. */
+typedef struct GradFree {
+    struct GradFree *next;
+    size_t cap;
+} GradFree;
+
+/* Best fit among released buffers of at least n floats, wasting at most a quarter: the shapes of
+ * a network repeat, so most requests find an exact match. */
+static float *grad_reuse(Ctx *c, size_t n) {
+    GradFree **best = NULL;
+    for (GradFree **p = (GradFree **)&c->grad_free; *p; p = &(*p)->next) {
+        size_t cap = (*p)->cap;
+        if (cap >= n && cap <= n + n / 4 + 16 && (!best || cap < (*best)->cap)) {
+            best = p;
+            if (cap == n) break;
+        }
+    }
+    if (!best) return NULL;
+    GradFree *g = *best;
+    *best = g->next;
+    return (float *)g;
+}
+
+static void grad_release(Ctx *c, Tensor *t) {
+    ctx_scratch_release(c, t->grad, t->numel);
+    t->grad = NULL;
+}
+
+float *ctx_scratch(Ctx *c, size_t n) {
+    float *p = grad_reuse(c, n);
+    return p ? p : arena_alloc(&c->step, (n ? n : 1) * sizeof(float));
+}
+
+void ctx_scratch_release(Ctx *c, float *p, size_t n) {
+    GradFree *g = (GradFree *)p;
+    g->cap = n < 16 ? 16 : n;   /* arena allocations are whole 64-byte lines */
+    g->next = c->grad_free;
+    c->grad_free = g;
+}
+
 float *tensor_grad(Ctx *c, Tensor *t) {
-    if (!t->grad) t->grad = arena_calloc(&c->step, t->numel * sizeof(float));
+    if (!t->grad) {
+        float *g = grad_reuse(c, t->numel);
+        if (g) memset(g, 0, t->numel * sizeof(float));
+        else g = arena_calloc(&c->step, t->numel * sizeof(float));
+        t->grad = g;
+    }
     return t->grad;
 }
 
@@ -227,6 +275,10 @@ void backward_from(Ctx *c, Tensor *out, const float *grad_out) {
         Node *n = &c->tape[k];
         if (!n->out->grad) continue;  /* nothing downstream used this output */
         n->backward(c, n);
+        /* Every consumer of n->out comes later on the tape and has run, and n was its only
+         * reader: recycle the buffer.  This keeps the activation gradients alive at once to
+         * those of the layers in flight, not all of them. */
+        if (n->out != out && !n->out->is_param) grad_release(c, n->out);
     }
 }
 

@@ -514,8 +514,8 @@ static Tensor *multiscale_roi_align(Ctx *c, const FasterRCNN *m, const DetFeatur
     float scale[4];
     int kmin = 0, kmax = 0;
     for (int l = 0; l < 4; l++) {
-        /* 2 ** round(log2(feature size / image size)), from the width as torchvision */
-        float approx = (float)ft->lv[l]->shape[3] / (float)ft->in_w;
+        /* 2 ** round(log2(feature size / image size)), from the height as torchvision */
+        float approx = (float)ft->lv[l]->shape[2] / (float)ft->in_h;
         scale[l] = exp2f(roundf(log2f(approx)));
     }
     kmin = (int)lroundf(-log2f(scale[0]));

@@ -404,7 +404,9 @@ typedef struct FusionModel {
 /* img_tokens is filled in from the backbone and the input size when 0 */
 void fusion_declare(FusionModel *m, FusionConfig *cfg, const BackboneDims *bd, int in_h, int in_w, ParamStore *ps,
                     const char *prefix);
-void fusion_init(FusionModel *m, Rng *r);   /* ViT-style: trunc_normal(0.02) linears, LN 1/0 */
+/* transformer and embeddings ViT-style (trunc_normal 0.02, LN 1/0); fusion and adapter 1x1 convs
+ * PyTorch's Conv2d default */
+void fusion_init(FusionModel *m, Rng *r);
 /* Parameter-free part of the image path: (B, N, img_in) tokens from the backbone maps (CNN: the
  * fused stages bilinearly resized to enc6's grid and concatenated; ViT: the patch tokens).  A
  * frozen backbone's tokens can be computed once per image and cached. */

@@ -163,7 +163,19 @@ ViTOut vit_forward(Ctx *c, const ViT *m, Tensor *x, const uint8_t *masks) {
         Tensor *p3[3] = {op_slice(c, t, 1, 0, 1), reg, op_slice(c, t, 1, 1, 1 + N)};
         t = op_concat(c, p3, 3, 1);                                 /* (B, 1+R+N, C) */
     }
-    for (int i = 0; i < cfg->depth; i++) t = vit_block_forward(c, &m->blocks[i], t, cfg->heads, cfg->drop_path);
+    for (int i = 0; i < cfg->depth; i++) {
+        if (c->grad_enabled) {
+            t = vit_block_forward(c, &m->blocks[i], t, cfg->heads, cfg->drop_path);
+            continue;
+        }
+        /* no grad (inference, the EMA teacher): nothing is recorded, so a block's intermediates
+         * are dead once its output exists; copy the output out and give the rest back */
+        Tensor *next = tensor_new(c, t->ndim, t->shape);        /* (B, T, C) */
+        ArenaMark mk = arena_mark(&c->step);
+        tensor_copy_to(vit_block_forward(c, &m->blocks[i], t, cfg->heads, cfg->drop_path), next->data);
+        arena_release(&c->step, mk);
+        t = next;
+    }
     t = layernorm_forward(c, &m->norm, t);
 
     const size_t R = (size_t)cfg->n_registers, T = 1 + R + N;

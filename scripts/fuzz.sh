@@ -4,6 +4,8 @@
 #   scripts/fuzz.sh deps                           install clang + libFuzzer (Debian) if missing
 #   scripts/fuzz.sh run BUILD SECONDS [TARGET...]  each target (default: all) for SECONDS
 #   scripts/fuzz.sh report BUILD                   per-target executions / coverage from the logs
+#   scripts/fuzz.sh campaign BUILD SECONDS [T...]  all targets at once, fork mode, nice (long runs)
+#   scripts/fuzz.sh campaign-report BUILD          executions / coverage / crashes of a campaign
 #   scripts/fuzz.sh seeds BUILD                    regenerate tests/fuzz/corpus/ (BUILD: a normal
 #                                                  gcc build folder for the seed writer)
 #
@@ -11,7 +13,7 @@
 # tests/fuzz/corpus/<target>, which it never modifies), crash / leak / timeout inputs in
 # BUILD/artifacts/<target>/ and the libFuzzer log in BUILD/logs/<target>.log; it prints one line
 # per target and fails when any target found a problem.  Every target gets -rss_limit_mb=2048
-# (the same malloc limit) and -timeout=20 (one input slower than that is a hang).
+# (the same malloc limit) and -timeout=60 (one input slower than that is a hang; FUZZ_TIMEOUT).
 # FUZZ_FLAGS adds libFuzzer flags; FUZZ_NICE (e.g. 10) runs the targets under `nice`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +43,7 @@ summarize() {   # target log status seconds
   cov=$(grep -Eo 'cov: [0-9]+' "$log" | tail -1 | awk '{print $2}')
   ft=$(grep -Eo 'ft: [0-9]+' "$log" | tail -1 | awk '{print $2}')
   corp=$(grep -Eo 'corp: [0-9]+/[0-9]+[a-zA-Z]*' "$log" | tail -1 | awk '{print $2}')
-  rate=$(awk -v e="${execs:-0}" -v s="$secs" 'BEGIN{printf "%.0f", s > 0 ? e / s : 0}')
+  rate=$(awk -v e="${execs:-0}" -v s="$secs" 'BEGIN{printf "%.0f", (s > 0 ? e / s : 0)}')
   printf '%-4s %-18s %10s execs %7s exec/s  cov %6s  ft %7s  corpus %s  (%ss)\n' \
     "$status" "$t" "${execs:-?}" "$rate" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$secs"
 }
@@ -50,7 +52,7 @@ run() {
   local build=$1 secs=$2; shift 2
   local targets=("$@")
   if [ ${#targets[@]} -eq 0 ]; then
-    for b in "$build"/fuzz/fuzz_*; do targets+=("$(basename "$b")"); done
+    for b in "$build"/fuzz/fuzz_*; do [[ $b == *.d ]] || targets+=("$(basename "$b")"); done
   fi
   mkdir -p "$build/logs"
   local failed=()
@@ -71,7 +73,7 @@ run() {
     [ -f "tests/fuzz/dict/$t.dict" ] && dict=("-dict=tests/fuzz/dict/$t.dict")
     local start=$SECONDS status=ok
     # shellcheck disable=SC2086
-    "${nice[@]}" "$bin" -max_total_time="$secs" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=20 \
+    "${nice[@]}" "$bin" -max_total_time="$secs" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=${FUZZ_TIMEOUT:-60} \
       -print_final_stats=1 -artifact_prefix="$art" "${dict[@]}" ${FUZZ_FLAGS:-} "$work" "${seeds[@]}" >"$log" 2>&1 \
       || status=FAIL
     summarize "$t" "$log" "$status" $((SECONDS - start))
@@ -85,6 +87,56 @@ run() {
     return 1
   fi
   echo "fuzz: ${#targets[@]} targets, no crash"
+}
+
+# A long campaign: every target at once, in the background-friendly fork mode (a crash, leak,
+# timeout or OOM is saved to BUILD/campaign/<target>/artifacts/ and fuzzing goes on), under
+# nice -n ${FUZZ_NICE:-10}.  `campaign-report` summarises the logs while or after it runs.
+campaign() {
+  local build=$1 secs=$2; shift 2
+  local targets=("$@")
+  if [ ${#targets[@]} -eq 0 ]; then
+    for b in "$build"/fuzz/fuzz_*; do [[ $b == *.d ]] || targets+=("$(basename "$b")"); done
+  fi
+  export OMP_NUM_THREADS=1 VERSA_THREADS=1 OPENBLAS_NUM_THREADS=1
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1:quarantine_size_mb=32}
+  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+  local pids=() stamp
+  stamp=$(date +%Y%m%d-%H%M%S)
+  for t in "${targets[@]}"; do
+    t=${t#fuzz_}
+    local dir="$build/campaign/$t"
+    mkdir -p "$dir/corpus" "$dir/artifacts"
+    # a private copy: rebuilding during a campaign must not swap the binary under the fork jobs
+    cp "$build/fuzz/fuzz_$t" "$dir/fuzz_$t"
+    local seeds=()
+    [ -d "tests/fuzz/corpus/$t" ] && seeds=("tests/fuzz/corpus/$t")
+    nice -n "${FUZZ_NICE:-10}" "$dir/fuzz_$t" -fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 \
+      -max_total_time="$secs" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=${FUZZ_TIMEOUT:-60} \
+      -artifact_prefix="$dir/artifacts/" ${FUZZ_FLAGS:-} "$dir/corpus" "${seeds[@]}" >"$dir/log.$stamp" 2>&1 &
+    pids+=($!)
+    echo "$t: pid $! log $dir/log.$stamp"
+  done
+  wait "${pids[@]}"
+}
+
+# fork-mode status lines: "#N: cov: C ft: F corp: K exec/s: R oom/timeout/crash: a/b/c time: Ts".
+# A target's campaign may be several runs (restarted after fixes, on the same corpus): executions,
+# problems and time add up over the runs' logs; coverage is the latest run's.
+campaign_report() {
+  local build=$1
+  printf '%-11s %5s %11s %8s %6s %7s %6s  %-18s %s\n' target runs execs exec/s cov ft corpus "oom/timeout/crash" time
+  for dir in "$build"/campaign/*/; do
+    local t
+    t=$(basename "$dir")
+    for log in "$dir"/log.*; do grep -E '^#[0-9]+: cov:' "$log" | tail -1; done | awk -v t="$t" '
+      { runs++; n = substr($1, 2); sub(":", "", n); N += n;
+        for (i = 2; i <= NF; i++) { if ($i == "cov:") c = $(i+1); if ($i == "ft:") f = $(i+1); if ($i == "corp:") k = $(i+1);
+          if ($i == "oom/timeout/crash:") { split($(i+1), o, "/"); O += o[1]; T += o[2]; C += o[3] }
+          if ($i == "time:") { tm = $(i+1); sub("s$", "", tm); TM += tm } } }
+      END { if (!runs) { print t ": no status yet"; exit }
+        printf "%-11s %5d %11d %8.0f %6s %7s %6s  %-18s %ss\n", t, runs, N, (TM > 0 ? N / TM : 0), c, f, k, O "/" T "/" C, TM }'
+  done
 }
 
 report() {
@@ -145,6 +197,8 @@ case "$cmd" in
   deps) deps ;;
   run) [ $# -ge 2 ] || { echo "usage: $0 run BUILD SECONDS [TARGET...]" >&2; exit 2; }; run "$@" ;;
   report) report "${1:-build-fuzz}" ;;
+  campaign) [ $# -ge 2 ] || { echo "usage: $0 campaign BUILD SECONDS [TARGET...]" >&2; exit 2; }; campaign "$@" ;;
+  campaign-report) campaign_report "${1:-build-fuzz}" ;;
   seeds) seeds "${1:-build}" ;;
-  *) sed -n '2,15p' "$0"; exit 2 ;;
+  *) sed -n '2,17p' "$0"; exit 2 ;;
 esac

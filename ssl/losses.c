@@ -2,6 +2,7 @@
  * (softmax centering, Sinkhorn-Knopp).  Formulas and normalisations follow DINOv2's
  * dino_clstoken_loss.py, ibot_patch_loss.py and koleo_loss.py. */
 #include "ssl/ssl.h"
+#include "engine/simd.h"
 #include <cblas.h>
 #include <float.h>
 #include <math.h>
@@ -13,17 +14,10 @@
 
 /* row-wise softmax of (x - shift) * scale, in place on out; returns nothing */
 static void softmax_row(const float *x, const float *shift, size_t K, float scale, float *out) {
-    float mx = -INFINITY;
-    for (size_t k = 0; k < K; k++) {
-        float v = (x[k] - (shift ? shift[k] : 0.0f)) * scale;
-        out[k] = v;
-        if (v > mx) mx = v;
-    }
-    double sum = 0;
-    for (size_t k = 0; k < K; k++) {
-        out[k] = expf(out[k] - mx);
-        sum += out[k];
-    }
+    if (shift) for (size_t k = 0; k < K; k++) out[k] = (x[k] - shift[k]) * scale;
+    else for (size_t k = 0; k < K; k++) out[k] = x[k] * scale;
+    float mx = simd_max(out, K);
+    double sum = simd_exp_sum(out, out, K, 1.0f, mx);
     float inv = (float)(1.0 / sum);
     for (size_t k = 0; k < K; k++) out[k] *= inv;
 }
@@ -104,12 +98,11 @@ typedef struct SoftCE {
 
 /* log_softmax(s_row / temp) into lsm; returns nothing */
 static void log_softmax_row(const float *s, size_t K, float inv_temp, float *lsm) {
-    float mx = -INFINITY;
-    for (size_t k = 0; k < K; k++) mx = fmaxf(mx, s[k] * inv_temp);
-    double sum = 0;
-    for (size_t k = 0; k < K; k++) sum += expf(s[k] * inv_temp - mx);
+    for (size_t k = 0; k < K; k++) lsm[k] = s[k] * inv_temp;
+    float mx = simd_max(lsm, K);
+    double sum = simd_exp_sum(NULL, lsm, K, 1.0f, mx);
     float lse = mx + (float)log(sum);
-    for (size_t k = 0; k < K; k++) lsm[k] = s[k] * inv_temp - lse;
+    for (size_t k = 0; k < K; k++) lsm[k] -= lse;
 }
 
 static void check_2d(Ctx *c, const char *op, Tensor *s) {
@@ -139,9 +132,7 @@ static void dino_loss_backward(Ctx *c, Node *n) {
         for (int tg = 0; tg < T; tg++) {
             if (tg == v) continue;
             const float *t = sv->t + ((size_t)tg * B + b) * K;
-            double tsum = 0;
-            for (size_t k = 0; k < K; k++) tsum += t[k];
-            const float ts = (float)tsum;
+            const float ts = (float)simd_sum_f64(t, K);
             for (size_t k = 0; k < K; k++) gr[k] += scale * (ts * p[k] - t[k]);
         }
     }
@@ -176,12 +167,10 @@ Tensor *dino_loss(Ctx *c, Tensor *s, const float *t, int n_student_crops, int n_
         for (int g = 0; g < T; g++) {
             if (g == v) continue;
             const float *tg = tcopy + ((size_t)g * B + b) * K;
-            double dot = 0;
-            for (size_t k = 0; k < K; k++) dot += (double)tg[k] * lsm[k];
-            acc -= dot;
+            acc -= simd_dot_f64(tg, lsm, K);
         }
         row_loss[r] = acc;
-        for (size_t k = 0; k < K; k++) lsm[k] = expf(lsm[k]);  /* keep softmax for backward */
+        simd_exp_row(lsm, lsm, K);  /* keep softmax for backward */
     }
     double total = 0;
     for (size_t r = 0; r < R; r++) total += row_loss[r];
@@ -215,10 +204,8 @@ static void ibot_loss_backward(Ctx *c, Node *n) {
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < M; i++) {
         const float *p = sv->ce.p + i * K, *t = sv->ce.t + i * K;
-        double tsum = 0;
-        for (size_t k = 0; k < K; k++) tsum += t[k];
         const float scale = (float)(g * sv->w[i] / (sv->ce.temp * sv->n_images));
-        const float ts = (float)tsum;
+        const float ts = (float)simd_sum_f64(t, K);
         float *gr = gs + i * K;
         for (size_t k = 0; k < K; k++) gr[k] += scale * (ts * p[k] - t[k]);
     }
@@ -245,10 +232,8 @@ Tensor *ibot_loss(Ctx *c, Tensor *s, const float *t, const float *w, size_t n_im
         float *lsm = sv->ce.p + i * K;
         log_softmax_row(s->data + i * K, K, inv_temp, lsm);
         const float *ti = tcopy + i * K;
-        double dot = 0;
-        for (size_t k = 0; k < K; k++) dot += (double)ti[k] * lsm[k];
-        row_loss[i] = -dot * wcopy[i];
-        for (size_t k = 0; k < K; k++) lsm[k] = expf(lsm[k]);
+        row_loss[i] = -simd_dot_f64(ti, lsm, K) * wcopy[i];
+        simd_exp_row(lsm, lsm, K);
     }
     double total = 0;
     for (size_t i = 0; i < M; i++) total += row_loss[i];

@@ -167,6 +167,18 @@ int ssl_config_from(const Config *cfg, SslConfig *s, Err *e) {
     s->ttemp = cfg_get_float(cfg, "teacher.teacher_temp", 0.07, e);
     s->ttemp_warmup_epochs = cfg_get_int(cfg, "teacher.warmup_teacher_temp_epochs", 30, e);
     if (e->msg[0]) return 1;
+    /* sizes from the config are checked before anything divides by or allocates with them */
+    if (patch < 1 || patch > 64) return err_set(e, "student.patch_size: %d is not in 1..64", patch);
+    if (s->global_size < patch || s->global_size > 4096)
+        return err_set(e, "crops.global_crops_size: %d is not in %d..4096", s->global_size, patch);
+    if (s->n_local < 0 || s->n_local > 64) return err_set(e, "crops.local_crops_number: %d is not in 0..64", s->n_local);
+    if (s->n_local > 0 && (s->local_size < patch || s->local_size > 4096))
+        return err_set(e, "crops.local_crops_size: %d is not in %d..4096", s->local_size, patch);
+    if (s->dino_k < 1 || s->ibot_k < 1 || s->dino_bottleneck < 1 || s->ibot_bottleneck < 1 || s->dino_hidden < 1 ||
+        s->ibot_hidden < 1 || s->dino_nlayers < 1 || s->ibot_nlayers < 1 || s->dino_k > (1 << 20) || s->ibot_k > (1 << 20))
+        return err_set(e, "dino./ibot.head_*: prototypes, widths and layers must be >= 1 (prototypes <= 2^20)");
+    if (s->vit.n_registers < 0 || s->vit.n_registers > 64)
+        return err_set(e, "student.num_register_tokens: %d is not in 0..64", s->vit.n_registers);
     if (s->batch < 2) return err_set(e, "train.batch_size_per_gpu: %d, KoLeo needs at least 2 images", s->batch);
     if (s->global_size % patch) return err_set(e, "crops.global_crops_size: %d is not a multiple of the patch size %d", s->global_size, patch);
     if (s->n_local > 0 && s->local_size % patch)
@@ -350,6 +362,14 @@ int ssl_forward_backward(Ctx *c, const SslConfig *s, SslModel *student, SslModel
 /* ------------------------------------------------------------------------------------------ */
 /* the loop */
 
+/* Test-only fault injection (tests/e2e/test_faults.c, docs/robustness.md): VERSA_INJECT_NAN_STEP=k
+ * puts a NaN into the first pixel of step k's batch (1-based), on every rank, so the NaN guard
+ * and train.on_nan=skip are exercised through the real forward pass.  Unset: 0, no effect. */
+static long inject_nan_step(void) {
+    const char *v = getenv("VERSA_INJECT_NAN_STEP");
+    return v ? atol(v) : 0;
+}
+
 int ssl_pretrain(const Config *cfg, int resume, Ctx *c, SslRunResult *res, Err *e) {
     SslConfig s;
     if (ssl_config_from(cfg, &s, e)) return 1;
@@ -401,6 +421,7 @@ int ssl_pretrain(const Config *cfg, int resume, Ctx *c, SslRunResult *res, Err *
                    .quiet = res ? res->quiet : 0};
     int rc = 1;
     Loader *loader = NULL;
+    float *center_save = NULL;   /* the centers before a step (train.on_nan=skip restores them) */
     if (train_begin(&t, resume, e)) goto done;
     c->rng = train_rng;
 
@@ -443,6 +464,15 @@ int ssl_pretrain(const Config *cfg, int resume, Ctx *c, SslRunResult *res, Err *
     OptimConfig oc = optim_adamw_default();
     oc.beta1 = s.beta1;
     oc.beta2 = s.beta2;
+    const long nan_step = inject_nan_step();
+    /* the forward pass moves the teacher centers before the loss is known: a skipped step must
+     * put them back, or one bad batch poisons every later target */
+    const size_t kd = (size_t)s.dino_k, ki = (size_t)(s.ibot_separate ? s.ibot_k : s.dino_k);
+    if (s.nan_skip) center_save = malloc((kd + ki) * sizeof(float));
+    if (s.nan_skip && !center_save) {
+        err_set(e, "pretrain: out of memory");
+        goto done;
+    }
     while (t.step < t.total_steps) {
         const long it = t.step;
         SslSchedules sv = ssl_schedules(&s, it, c->world);
@@ -451,13 +481,22 @@ int ssl_pretrain(const Config *cfg, int resume, Ctx *c, SslRunResult *res, Err *
         ctx_step_begin(c);
         params_zero_grad(&sps);
         SslBatch sb = {.B = bt->n, .global = bt->global, .local = bt->local, .masks = bt->ibot_masks};
+        if (it + 1 == nan_step) sb.global[0] = NAN;
+        if (center_save) {
+            memcpy(center_save, st.dino_center, kd * sizeof(float));
+            memcpy(center_save + kd, st.ibot_center, ki * sizeof(float));
+        }
         SslLosses L;
         ssl_forward_backward(c, &s, &student, &teacher, &st, &sb, sv.teacher_temp, &L);
+        /* bad_images: unreadable samples replaced so far (train.on_bad_image=skip), logged */
         Metric m[] = {{"loss", L.total}, {"dino", L.dino}, {"ibot", L.ibot},      {"koleo", L.koleo},
-                      {"lr", sv.lr},     {"wd", sv.wd},     {"momentum", sv.momentum}, {"teacher_temp", sv.teacher_temp}};
-        const int nm = (int)(sizeof m / sizeof m[0]);
+                      {"lr", sv.lr},     {"wd", sv.wd},     {"momentum", sv.momentum}, {"teacher_temp", sv.teacher_temp},
+                      {"bad_images", (double)bt->n_skipped}};
+        const int nm = (int)(sizeof m / sizeof m[0]) - (s.skip_bad_images ? 0 : 1);
         const char *bad;
         if (s.nan_skip && train_metrics_bad(&t, m, nm, &bad)) {
+            memcpy(st.dino_center, center_save, kd * sizeof(float));
+            memcpy(st.ibot_center, center_save + kd, ki * sizeof(float));
             train_skip_step(&t, m, nm);
             continue;
         }
@@ -493,6 +532,7 @@ int ssl_pretrain(const Config *cfg, int resume, Ctx *c, SslRunResult *res, Err *
 done:
     if (t.metrics) fclose(t.metrics);
     loader_close(loader);
+    free(center_save);
     free(yaml);
     free(st.dino_center);
     free(st.ibot_center);

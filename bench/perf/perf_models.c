@@ -15,8 +15,9 @@
  * One case per process, so peak RSS is that case's.  Lines starting with "RESULT" are read by
  * bench/run_models.sh.
  *
- * Usage: perf_models CASE [--batch B] [--passes P] [--steps S]
- *        (threads: VERSA_THREADS / OMP_NUM_THREADS)
+ * Usage: perf_models CASE [--batch B] [--passes P] [--steps S] [--profile]
+ *        (threads: VERSA_THREADS / OMP_NUM_THREADS; --profile: then one step timed per phase and
+ *        per backward op, training cases only)
  */
 #include "engine/engine.h"
 #include "nn/nn.h"
@@ -38,6 +39,70 @@ typedef struct Bench {
     long step;
 } Bench;
 
+/* --profile: one more step with its phases and every backward node timed (wall clock) */
+typedef struct Prof {
+    const char *name[64];
+    double s[64];
+    long calls[64];
+    int n;
+} Prof;
+
+static void prof_add(Prof *p, const char *name, double s) {
+    int k = 0;
+    while (k < p->n && strcmp(p->name[k], name)) k++;
+    if (k == p->n) {
+        if (p->n == 64) return;
+        p->name[p->n++] = name;
+    }
+    p->s[k] += s;
+    p->calls[k]++;
+}
+
+/* backward() as engine/tensor.c runs it (seed, reverse walk, gradient buffers recycled once a
+ * node has run), with each node's time charged to its op */
+static void profiled_backward(Ctx *c, Tensor *loss, Prof *p) {
+    tensor_grad(c, loss)[0] += 1.0f;
+    for (size_t k = c->tape_len; k-- > 0;) {
+        Node *n = &c->tape[k];
+        if (!n->out->grad) continue;
+        double t0 = perf_clock(CLOCK_MONOTONIC);
+        n->backward(c, n);
+        const char *op = n->op;
+        if (!strcmp(op, "conv2d")) {   /* the three kinds of conv have very different kernels */
+            const Tensor *w = n->in[1];
+            op = w->shape[1] == 1 && w->shape[0] > 1 ? "conv2d depthwise"
+                 : w->shape[2] * w->shape[3] == 1    ? "conv2d 1x1"
+                                                     : "conv2d";
+        }
+        prof_add(p, op, perf_clock(CLOCK_MONOTONIC) - t0);
+        if (n->out != loss && !n->out->is_param) {
+            ctx_scratch_release(c, n->out->grad, n->out->numel);
+            n->out->grad = NULL;
+        }
+    }
+}
+
+static void bench_profile(Bench *b) {
+    Ctx *c = &b->c;
+    Prof bw = {0};
+    double t0 = perf_clock(CLOCK_MONOTONIC);
+    ctx_step_begin(c);
+    params_zero_grad(&b->ps);
+    Tensor *x = tensor_wrap(c, b->x, 4, TSHAPE(b->B, 3, b->H, b->W));
+    Tensor *feat = b->kind == 0 ? vit_forward(c, &b->vit, x, NULL).cls : effnet_forward(c, &b->eff, x).pooled;
+    Tensor *loss = loss_cross_entropy(c, linear_forward(c, &b->head, feat), b->labels, 0.0f);
+    double t1 = perf_clock(CLOCK_MONOTONIC);
+    profiled_backward(c, loss, &bw);
+    double t2 = perf_clock(CLOCK_MONOTONIC);
+    optim_step(&b->ps, &b->oc, ++b->step, b->oc.lr, b->oc.weight_decay);
+    double t3 = perf_clock(CLOCK_MONOTONIC);
+    printf("\n== profile of one step (wall): forward %.0f ms, backward %.0f ms, AdamW %.0f ms; %zu tape nodes\n",
+           1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (t3 - t2), c->tape_len);
+    printf("   backward by op:\n");
+    for (int k = 0; k < bw.n; k++)
+        printf("   %-18s %5ld nodes %8.1f ms %5.1f%%\n", bw.name[k], bw.calls[k], 1e3 * bw.s[k], 100 * bw.s[k] / (t2 - t1));
+}
+
 static void bench_step(void *arg) {
     Bench *b = arg;
     Ctx *c = &b->c;
@@ -58,14 +123,23 @@ static void bench_step(void *arg) {
 
 int main(int argc, char **argv) {
     const char *usage = "usage: perf_models vit_s_train|vit_ti_train|effnet_b0_train|vit_s_infer "
-                        "[--batch B] [--passes P] [--steps S]\n";
+                        "[--batch B] [--passes P] [--steps S] [--profile]\n";
     if (argc < 2) {
         fputs(usage, stderr);
         return 2;
     }
     const char *name = argv[1];
-    int passes = 3, steps = 2, batch = 0;
-    for (int i = 2; i + 1 < argc; i += 2) {
+    int passes = 3, steps = 2, batch = 0, profile = 0;
+    for (int i = 2; i < argc; i += 2) {
+        if (!strcmp(argv[i], "--profile")) {
+            profile = 1;
+            i--;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fputs(usage, stderr);
+            return 2;
+        }
         if (!strcmp(argv[i], "--passes")) passes = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
@@ -134,6 +208,7 @@ int main(int argc, char **argv) {
            " peak RSS %.0f MB\n", best.wall, b.B / best.wall, best.cpu, b.B / (best.cpu / nt), b.c.step.peak / 1e6,
            perf_peak_rss_mb());
     perf_results("engine", name, best, (double)b.B, nt);
+    if (profile && b.train) bench_profile(&b);
 
     free(b.x);
     free(b.labels);

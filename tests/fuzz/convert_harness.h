@@ -45,18 +45,18 @@ static inline void fuzz_convert_check_output(const char *path, const ConvertStat
 
 static inline int fuzz_convert(const ConvTarget *t, const uint8_t *data, size_t n) {
     char root[1024], out[1100], path[2048];
-    snprintf(root, sizeof root, "%s/%s", fuzz_tmpdir(), t->name);
-    snprintf(out, sizeof out, "%s/%s.out.h5", fuzz_tmpdir(), t->name);
+    fuzz_join(root, sizeof root, fuzz_tmpdir(), t->name);
+    if ((size_t)snprintf(out, sizeof out, "%s/%s.out.h5", fuzz_tmpdir(), t->name) >= sizeof out) abort();
     struct stat st;
     if (stat(root, &st) != 0) {   /* first call in this process: the fixture images */
         fuzz_mkdir_p(root);
         if (t->fixture) {
             char src[1024];
-            snprintf(src, sizeof src, "%s/%s", fuzz_fixtures(), t->fixture);
+            fuzz_join(src, sizeof src, fuzz_fixtures(), t->fixture);
             fuzz_copy_tree(src, root);
         }
         for (int k = 0; k < 4 && t->remove[k]; k++) {
-            snprintf(path, sizeof path, "%s/%s", root, t->remove[k]);
+            fuzz_join(path, sizeof path, root, t->remove[k]);
             unlink(path);
         }
     }
@@ -66,7 +66,7 @@ static inline int fuzz_convert(const ConvTarget *t, const uint8_t *data, size_t 
         if (k < fp.count) {
             fuzz_write_file(root, t->files[k], fp.p[k], fp.n[k]);
         } else {
-            snprintf(path, sizeof path, "%s/%s", root, t->files[k]);
+            fuzz_join(path, sizeof path, root, t->files[k]);
             unlink(path);
         }
     }
@@ -79,7 +79,7 @@ static inline int fuzz_convert(const ConvTarget *t, const uint8_t *data, size_t 
     o.gzip = 0;
     o.on_missing = CONVERT_SKIP;
     if (t->manifest) {
-        snprintf(path, sizeof path, "%s/%s", root, t->files[0]);
+        fuzz_join(path, sizeof path, root, t->files[0]);
         o.manifest = path;
     }
     ConvertStats cs;

@@ -13,7 +13,7 @@
  *   - Multi-file inputs (a converter's CSVs, an xlsx's XML parts) are one buffer cut at lines
  *     "=====" (FUZZ_SEP): part k is written to the target's k-th file name.
  *   - Scratch files live in one folder per process under /dev/shm (tmpfs: no disk traffic per
- *     iteration), removed at exit.
+ *     iteration), removed at exit (and by the next fuzz process when a crash skipped that).
  *   - Static functions here are `static inline` so a target that does not use one compiles
  *     cleanly with -Wall -Werror.
  */
@@ -22,6 +22,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,9 +82,17 @@ static inline char *fuzz_strndup(const uint8_t *d, size_t n) {
     return s;
 }
 
+/* out = "a/b"; a path longer than the buffer is a harness bug */
+static inline void fuzz_join(char *out, size_t n, const char *a, const char *b) {
+    if ((size_t)snprintf(out, n, "%s/%s", a, b) >= n) {
+        fprintf(stderr, "fuzz: path too long: %s/%s\n", a, b);
+        abort();
+    }
+}
+
 static inline int fuzz_mkdir_p(const char *dir) {
-    char tmp[1024];
-    snprintf(tmp, sizeof tmp, "%s", dir);
+    char tmp[2048];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s", dir) >= sizeof tmp) return 1;
     for (char *p = tmp + 1; *p; p++) {
         if (*p != '/') continue;
         *p = 0;
@@ -102,7 +111,7 @@ static inline void fuzz_rm_rf(const char *path) {
         while (d && (de = readdir(d))) {
             if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
             char sub[2048];
-            snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
+            fuzz_join(sub, sizeof sub, path, de->d_name);
             fuzz_rm_rf(sub);
         }
         if (d) closedir(d);
@@ -126,6 +135,18 @@ static inline const char *fuzz_tmpdir(void) {
         const char *base = stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) && access("/dev/shm", W_OK) == 0
                                ? "/dev/shm"
                                : (getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+        /* folders of fuzz processes that died (a crash skips atexit) */
+        DIR *d = opendir(base);
+        struct dirent *de;
+        while (d && (de = readdir(d))) {
+            int pid;
+            if (sscanf(de->d_name, "versa-fuzz-%d", &pid) != 1 || pid == (int)getpid()) continue;
+            if (kill(pid, 0) == 0 || errno != ESRCH) continue;
+            char stale[1024];
+            fuzz_join(stale, sizeof stale, base, de->d_name);
+            fuzz_rm_rf(stale);
+        }
+        if (d) closedir(d);
         snprintf(fuzz_tmp_root, sizeof fuzz_tmp_root, "%s/versa-fuzz-%d", base, (int)getpid());
         fuzz_rm_rf(fuzz_tmp_root);
         if (fuzz_mkdir_p(fuzz_tmp_root)) {
@@ -140,7 +161,7 @@ static inline const char *fuzz_tmpdir(void) {
 /* Writes n bytes to dir/rel, creating the folders of rel. */
 static inline void fuzz_write_file(const char *dir, const char *rel, const uint8_t *d, size_t n) {
     char path[2048];
-    snprintf(path, sizeof path, "%s/%s", dir, rel);
+    fuzz_join(path, sizeof path, dir, rel);
     char *slash = strrchr(path, '/');
     *slash = 0;
     fuzz_mkdir_p(path);
@@ -163,8 +184,8 @@ static inline void fuzz_copy_tree(const char *src, const char *dst) {
         while (d && (de = readdir(d))) {
             if (de->d_name[0] == '.') continue;
             char a[2048], b[2048];
-            snprintf(a, sizeof a, "%s/%s", src, de->d_name);
-            snprintf(b, sizeof b, "%s/%s", dst, de->d_name);
+            fuzz_join(a, sizeof a, src, de->d_name);
+            fuzz_join(b, sizeof b, dst, de->d_name);
             fuzz_copy_tree(a, b);
         }
         if (d) closedir(d);

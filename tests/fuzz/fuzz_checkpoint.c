@@ -27,8 +27,8 @@ static void fuzz_ckpt_declare(ParamStore *ps, int values_only) {
 
 int fuzz_checkpoint(const uint8_t *data, size_t n) {
     char path[1024];
-    snprintf(path, sizeof path, "%s/checkpoint.h5", fuzz_tmpdir());
-    h5f_build(data, n, path);
+    fuzz_join(path, sizeof path, fuzz_tmpdir(), "checkpoint.h5");
+    if (!h5f_build(data, n, path)) return 0;
     ParamStore s, t;
     fuzz_ckpt_declare(&s, 0);
     fuzz_ckpt_declare(&t, 1);

@@ -4,7 +4,7 @@
  * header name (exact and whitespace-trimmed), the typed getters and the emptiness test.
  * Properties: the shape is consistent (every row has ncols cells, line numbers increase), and a
  * column found by name has that name.
- * Seeds: tests/data/fixtures/*.csv and the converter fixtures' CSVs.
+ * Seeds: the CSVs of tests/data/fixtures and the converter fixtures' CSVs.
  */
 #include "tests/fuzz/fuzz.h"
 #include "data/csv.h"

@@ -5,7 +5,7 @@
  * consumer of a successful read: the renderers (auto / min-max / full window, 8 and 16 bits,
  * padding zeroed), the stored-pixel image and the writer, whose output must read back to the same
  * stored pixels.
- * Seeds: tests/data/fixtures/*.dcm and the converter fixtures' DICOMs.
+ * Seeds: the DICOMs of tests/data/fixtures and the converter fixtures' DICOMs.
  */
 #include "tests/fuzz/fuzz.h"
 #include "data/dicom.h"

@@ -3,7 +3,7 @@
  * the project's own size and bit-depth checks) on arbitrary bytes, then what the converters do
  * with a loaded image: the breast-region crop / flip / resize plan and its application at a small
  * output size, and the PNG encoder, whose output must decode back to the same pixels.
- * Seeds: tests/data/fixtures/*.png, *.pgm, *.jpg and the manifest / MIAS fixture images.
+ * Seeds: the PNG / PGM / JPEG files of tests/data/fixtures and the manifest / MIAS fixture images.
  */
 #include "tests/fuzz/fuzz.h"
 #include "data/image.h"

@@ -48,8 +48,8 @@ static void fuzz_prepared_samples(const Prepared *p) {
 
 int fuzz_prepared(const uint8_t *data, size_t n) {
     char path[1024];
-    snprintf(path, sizeof path, "%s/prepared.h5", fuzz_tmpdir());
-    h5f_build(data, n, path);
+    fuzz_join(path, sizeof path, fuzz_tmpdir(), "prepared.h5");
+    if (!h5f_build(data, n, path)) return 0;
     Prepared p;
     Err e = {{0}};
     if (prep_open(&p, path, &e) == 0) {

@@ -127,7 +127,7 @@ int fuzz_xlsx(const uint8_t *data, size_t n) {
         zip_build(ent, 2, &z);
     }
     char path[1024];
-    snprintf(path, sizeof path, "%s/fuzz.xlsx", fuzz_tmpdir());
+    fuzz_join(path, sizeof path, fuzz_tmpdir(), "fuzz.xlsx");
     FILE *f = fopen(path, "wb");
     if (!f || (z.n && fwrite(z.b, 1, z.n, f) != z.n) || fclose(f) != 0) abort();
     free(z.b);
