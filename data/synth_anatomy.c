@@ -83,16 +83,18 @@ static void standardize(float *x, size_t n) {
  * imaginary part that are two independent real fields with power spectrum ~ 1/f^beta, so one
  * inverse transform gives both.  The coefficients are drawn in a fixed (ky, kx) order, each from
  * the shared or the own stream, so the result is a pure function of the two seeds. */
-int synth_powerlaw(float *out1, float *out2, int n, float mmpx, float beta, float f_min, float f_shared,
-                   Rng *shared, Rng *own) {
+void synth_powerlaw(float *out1, float *out2, int n, float mmpx, float beta, float f_min, float f_shared,
+                    Rng *shared, Rng *own) {
     float *z = malloc(sizeof(float) * 2 * (size_t)n * n);
     float *tw = malloc(sizeof(float) * (size_t)n);
     float *col = malloc(sizeof(float) * 2 * (size_t)n);
-    if (!z || !tw || !col) {
+    if (!z || !tw || !col) {   /* out of memory: flat fields rather than a crash */
+        memset(out1, 0, sizeof(float) * (size_t)n * n);
+        memset(out2, 0, sizeof(float) * (size_t)n * n);
         free(z);
         free(tw);
         free(col);
-        return 1;
+        return;
     }
     float df = 1.0f / ((float)n * mmpx);   /* cycles/mm per frequency index */
     for (int ky = 0; ky < n; ky++) {
@@ -119,7 +121,6 @@ int synth_powerlaw(float *out1, float *out2, int n, float mmpx, float beta, floa
     free(z);
     free(tw);
     free(col);
-    return 0;
 }
 
 /* bilinear lookup in a periodic n x n field */
@@ -197,12 +198,9 @@ void synth_anatomy(Canvas *c, const SynthExam *ex, int side, int view, Rng *r) {
     } else {
         /* MLO: nipple at 55-65 % of the height, the upper contour runs into the axilla and off
          * the top edge, the lower one ends at the inframammary fold */
-        /* the vertical extent (axilla to fold) follows the breast's size; a large breast
-         * runs off the bottom of the detector */
-        float V = (hw0 + hw1) * synth_uniform(r, 1.05f, 1.25f);
-        c->nip_y = fminf(V * synth_uniform(r, 0.55f, 0.62f), 0.66f * Hmm) / mm;
+        c->nip_y = H * synth_uniform(r, 0.55f, 0.64f);
         c->b_px[0] = c->nip_y / synth_uniform(r, 0.70f, 0.84f);
-        float lo = fminf(V - c->nip_y * mm, Hmm - c->nip_y * mm - 4.0f);
+        float lo = fminf(hw1 * synth_uniform(r, 0.75f, 0.95f), Hmm - c->nip_y * mm - 4.0f);
         c->b_px[1] = fmaxf(lo, 30.0f) / mm;
         c->n_exp[0] = synth_uniform(r, 1.35f, 1.75f);
         c->n_exp[1] = b->shape_n * synth_uniform(r, 0.92f, 1.08f);
@@ -316,7 +314,7 @@ static float masked_quantile(const float *f, const uint8_t *sel, size_t n, float
     return lo + ((float)b + frac) / sc;
 }
 
-int synth_parenchyma(Canvas *c, const SynthBreast *b, int view, Rng *shared, Rng *r, float contrast) {
+void synth_parenchyma(Canvas *c, const SynthBreast *b, int view, Rng *shared, Rng *r, float contrast) {
     int W = c->W, H = c->H;
     size_t N = (size_t)W * H;
     float mm = c->mmpx;
@@ -327,23 +325,15 @@ int synth_parenchyma(Canvas *c, const SynthBreast *b, int view, Rng *shared, Rng
     if (n < 128) n = 128;
     float *f1 = malloc(sizeof(float) * (size_t)n * n), *f2 = malloc(sizeof(float) * (size_t)n * n);
     uint8_t *sel = malloc(N);
-    float *scr = malloc(sizeof(float) * N);
-    if (!f1 || !f2 || !sel || !scr) {
+    if (!f1 || !f2 || !sel) {
         free(f1);
         free(f2);
         free(sel);
-        free(scr);
-        return 1;
+        return;   /* no texture: gland stays 0 */
     }
     float beta = b->beta + (view == SYNTH_MLO ? 0.1f : 0.0f);
     /* structures up to ~60 mm; below 1/25 mm^-1 shared by the CC and MLO of this breast */
-    if (synth_powerlaw(f1, f2, n, mm / gs, beta, 1.0f / 60.0f, 1.0f / 25.0f, shared, r)) {
-        free(f1);
-        free(f2);
-        free(sel);
-        free(scr);
-        return 1;
-    }
+    synth_powerlaw(f1, f2, n, mm / gs, beta, 1.0f / 60.0f, 1.0f / 25.0f, shared, r);
 
     /* Ducts and the fibrous stroma converge on the nipple: the gland field is read in polar
      * coordinates about the nipple (radial scale 0.55: structures ~1.8x longer along the
@@ -376,16 +366,13 @@ int synth_parenchyma(Canvas *c, const SynthBreast *b, int view, Rng *shared, Rng
     }
     /* band-pass the compartment field (cells of 10-30 mm, doc B3); c->L is free until the
      * base attenuation, the other scratch comes from the heap */
-    float *lo = c->L;
-    memcpy(lo, lig, sizeof(float) * N);
-    if (synth_blur(lo, scr, W, H, 7.0f / mm)) {
-        free(f1);
-        free(f2);
-        free(sel);
+    float *lo = c->L, *scr = malloc(sizeof(float) * N);
+    if (scr) {
+        memcpy(lo, lig, sizeof(float) * N);
+        synth_blur(lo, scr, W, H, 7.0f / mm);
+        for (size_t i = 0; i < N; i++) lig[i] -= lo[i];
         free(scr);
-        return 1;
     }
-    for (size_t i = 0; i < N; i++) lig[i] -= lo[i];
 
     synth_lesions_field(c, b, fld, contrast);
 
@@ -422,8 +409,6 @@ int synth_parenchyma(Canvas *c, const SynthBreast *b, int view, Rng *shared, Rng
     free(f1);
     free(f2);
     free(sel);
-    free(scr);
-    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
