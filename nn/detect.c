@@ -83,7 +83,7 @@ static void argsort_desc(const float *scores, size_t n, int32_t *order) {
 /* torchvision's nms_kernel over the subset idx (m), writing kept members of idx to keep */
 static size_t nms_subset(const float *boxes, const float *scores, const int32_t *idx, size_t m, float thresh,
                          int32_t *keep) {
-    float *sc = malloc((m ? m : 1) * sizeof(float));
+    float *sc = calloc(m ? m : 1, sizeof(float));
     int32_t *order = malloc((m ? m : 1) * sizeof(int32_t));
     uint8_t *sup = calloc(m ? m : 1, 1);
     for (size_t k = 0; k < m; k++) sc[k] = scores[idx[k]];

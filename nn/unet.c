@@ -105,7 +105,7 @@ void seg_decoder_declare(SegDecoder *d, const BackboneDims *bd, float width, Par
         block_declare(&d->blocks[0], ps, prefix, "d8", ch[7], scaled(ch[7], width) / 2, out, -1);
         int prev = out;
         for (int s = 7; s >= 1; s--) {
-            char name[8];
+            char name[24];
             snprintf(name, sizeof name, "d%d", s);
             int o = scaled(ch[s - 1], width);
             block_declare(&d->blocks[8 - s], ps, prefix, name, prev + ch[s], o / 2 > 0 ? o / 2 : 1, o, s);
@@ -120,7 +120,7 @@ void seg_decoder_declare(SegDecoder *d, const BackboneDims *bd, float width, Par
         cbr_declare(&d->more, ps, prefix, "conv_more", bd->embed_dim, more);
         int prev = more;
         for (int i = 0; i < 4; i++) {
-            char name[16];
+            char name[32];
             snprintf(name, sizeof name, "blocks.%d", i);
             int o = scaled(cup[i], width);
             block_declare(&d->blocks[i], ps, prefix, name, prev, o, o, -1);
