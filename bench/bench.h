@@ -134,6 +134,26 @@ typedef struct BenchSettings {
     uint64_t boot_seed;
     double boot_level;                    /* 0.95 */
     uint64_t seed;                        /* heads: init and shuffling */
+    /* part 2 heads, trained on the frozen backbone for a fixed number of AdamW steps (cosine
+     * schedule, 5% warmup); the last weights are tested (the published scripts' epochs and
+     * selection are not recoverable) */
+    struct {
+        double lr; int batch; long steps;
+        float width;                      /* decoder channel scale (1 = the paper's plan) */
+    } seg;
+    struct {
+        double lr; int batch; long steps;
+        int fpn_ch, rep_size, train_fpn;  /* 256, 1024, 0 (the paper's frozen FPN, quirk Q5) */
+        int n_sizes; float sizes[DET_MAX_ANCHOR];   /* anchor sizes in input pixels: 32, 64, 128 */
+        int box_batch, rpn_batch;         /* 512, 256 */
+        int proposals;                    /* RPN pre-NMS (per level) and post-NMS (per image) in
+                                             training: 2000; half at test (torchvision's 1000) */
+    } det;
+    struct {
+        double lr; int batch; long steps;
+        int dim, depth, heads, max_words; /* ViLT-B: 768, 12, 12, 40 */
+    } vqa;
+    int sheet_n;                          /* test images on each contact sheet (0: none) */
 } BenchSettings;
 
 /* The settings' keys with defaults and help (for --help and key=value overrides). */
@@ -458,5 +478,105 @@ typedef struct BenchSynthOpts {
 } BenchSynthOpts;
 BenchSynthOpts bench_synth_opts_default(void);
 int bench_make_synthetic(const BenchSynthOpts *o, Err *e);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Dense and multimodal protocols (part 2): the head trains on the frozen backbone's maps, which
+ * are recomputed each step (eval mode, no gradient) rather than cached — a multi-scale map is
+ * ~100x a pooled feature.
+ *   unet         bench/protocol_seg.c  images with a non-empty mask; BCE + Dice; H/V flips;
+ *                per-image Dice and IoU at threshold 0.5 after resizing the logits bilinearly to
+ *                the mask's size; metrics dice, iou
+ *   faster_rcnn  bench/protocol_det.c  every image (those without a box are negatives); boxes of
+ *                the task's finding classes; metrics mean_iou (the paper's: score >= 0.5, NMS 0.5,
+ *                best IoU per GT box, mean per image, images without GT skipped), map50 (VOC
+ *                all-point AP at IoU 0.5), froc_0.5 / froc_1 / froc_2 (sensitivity at that many
+ *                false positives per image)
+ *   vilt         bench/protocol_vqa.c  MammoVQA JSON (a folder with MammoVQA-Image-{Train,Eval,
+ *                Bench}.json and images/), one question topic per task; fusion transformer on
+ *                word tokens + the backbone's image tokens; metrics acc, bacc, f1 (single answer)
+ *                or acc (exact set), f1, auc (multi-label topic)
+ * Each writes its metrics (bootstrap CIs over test images / questions) into r, the split sizes
+ * and a detail line; seg and det also a contact sheet <out_dir>/sheets/<task>.<model>.png. */
+typedef struct BenchDenseArgs {
+    const BenchSettings *s;
+    const char *data_root, *out_dir;
+    uint64_t head_seed, boot_seed;
+    int quiet;
+} BenchDenseArgs;
+
+/* Shared by the three (bench/dense.c). */
+/* sample i of p as the backbone sees it: (S, S) gray, bilinear resize, (x - mean) / std; raw has
+ * room for p->h * p->w floats */
+int bench_dense_image(const Prepared *p, size_t i, int S, float mean, float std, float *raw, float *out, Err *e);
+/* x (in_chans, S, S) from a gray (S, S) image, mirrored left-right (flip_h) / top-bottom (flip_v) */
+void bench_dense_input(const float *gray, int S, int in_chans, int flip_h, int flip_v, float *x);
+/* cosine lr with 5% linear warmup from 0 */
+double bench_dense_lr(long step, long steps, double lr);
+/* mkdir -p */
+int bench_mkdirs(const char *path, Err *e);
+void bench_model_dims(const BenchModel *m, BackboneDims *d);
+/* x (B, in_chans, size, size) -> the backbone's maps; eval mode, no gradient, c->training kept */
+BackboneMaps bench_model_maps(Ctx *c, const BenchModel *m, Tensor *x);
+int bench_proto_segmentation(Ctx *c, const BenchModel *m, const BenchTask *t, const BenchDenseArgs *a, BenchResult *r,
+                             Err *e);
+int bench_proto_detection(Ctx *c, const BenchModel *m, const BenchTask *t, const BenchDenseArgs *a, BenchResult *r,
+                          Err *e);
+int bench_proto_vqa(Ctx *c, const BenchModel *m, const BenchTask *t, const BenchDenseArgs *a, BenchResult *r, Err *e);
+
+/* Detection metrics on n images (bench/protocol_det.c).  dets: per image, boxes (k, 4) and
+ * scores (k) (any order); gt: per image (g, 4).  w: image multiplicities (NULL = 1 each).
+ * out[0] mean best IoU (paper), out[1] AP@0.5, out[2..4] FROC sensitivity at 0.5, 1, 2 FP/image. */
+typedef struct BenchDetImage {
+    int n_det, n_gt;
+    const float *boxes, *scores, *gt;
+} BenchDetImage;
+void bench_det_metrics(const BenchDetImage *im, size_t n, const uint32_t *w, double out[5]);
+/* per-image Dice and IoU of a binary prediction (threshold applied) against a 0/1 mask; both empty = 1 */
+void bench_dice_iou(const uint8_t *pred, const uint8_t *gt, size_t n, double *dice, double *iou);
+
+/* Contact sheet (bench/plot_dense.c): tiles of gray images (side S each, values in [0, 1]) with
+ * the ground truth in green and the prediction in red — masks as outlines, boxes as rectangles
+ * (input pixels), predictions with a score shown as box only when score >= 0.5. */
+typedef struct BenchSheetTile {
+    const float *img;                     /* (S, S) */
+    const uint8_t *gt_mask, *pred_mask;   /* (S, S) or NULL */
+    const float *gt_boxes; int n_gt;      /* (n_gt, 4) */
+    const float *pred_boxes; int n_pred;  /* (n_pred, 4) */
+} BenchSheetTile;
+int bench_contact_sheet(const BenchSheetTile *tiles, int n, int S, int cols, const char *png_path, Err *e);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Training curves (bench/plot_lines.c, `versa plot`): metrics.jsonl -> one line-plot panel per
+ * numeric key (x = "step"; "elapsed_s" is not plotted; null = a gap; a key ending in "_per_s"
+ * that is 0 counts as not measured).  Panels are PLOT_PANEL_W x PLOT_PANEL_H, at most 3 per row,
+ * under a title band; panel k's curve is drawn in PLOT_LINES_PALETTE[k % 8]. */
+#define PLOT_PANEL_W 480
+#define PLOT_PANEL_H 300
+extern const uint8_t PLOT_LINES_PALETTE[8][3];
+
+typedef struct PlotSeries {
+    char name[64];
+    double *y;            /* (n_rows) NAN where the row has no finite value */
+} PlotSeries;
+
+typedef struct PlotMetrics {
+    size_t n_rows;
+    double *step;         /* (n_rows) */
+    PlotSeries *series;   /* (n_series) in the order the keys first appear */
+    int n_series;
+    double elapsed_s;     /* the last row's, 0 when absent */
+} PlotMetrics;
+
+int plot_read_metrics(const char *path, PlotMetrics *m, Err *e);   /* errors name file:line */
+void plot_metrics_free(PlotMetrics *m);
+/* first and last finite values of series k; 0 when it has none */
+int plot_series_first_last(const PlotMetrics *m, int k, double *first, double *last);
+int plot_lines_png(const PlotMetrics *m, const char *title, const char *png_path, Err *e);
+/* image size for n panels; panel i's plot area, inclusive pixel edges: data range [a, b] of
+ * plot_nice_range maps linearly onto x0..x1 (x) and y1..y0 (y, upwards) */
+void plot_lines_size(int n_panels, int *w, int *h);
+void plot_lines_area(int n_panels, int i, int *x0, int *y0, int *x1, int *y1);
+/* axis range [a, b] covering [lo, hi] on ticks of step 1, 2, 2.5 or 5 x 10^k (about 5 intervals) */
+void plot_nice_range(double lo, double hi, double *a, double *b, double *step);
 
 #endif

@@ -2,110 +2,142 @@
 # bench/distill_evidence.sh — stage 2 evidence in miniature (issue 6): does relational distillation
 # from a stage-1 teacher give the student features that transfer to tasks it was NOT supervised on?
 #
-#   synthetic VinDr + CBIS-DDSM layouts (versa synth) -> versa prepare (64 px)
-#   stage 1: a ViT-Ti/16 teacher (configs/pretrain/vit_tiny_cpu_quick.yaml) on the VinDr set
-#            -> versa extract (the teacher's GAP feature of every image)
-#   stage 2: three EfficientNet-B0 students on the VinDr train split, same seed and steps:
-#            distilled   BI-RADS + density CE (x10) + relational KD (x1) + relation term (x1)
+#   data     `versa bench --make-synthetic`: synthetic VinDr (128 px) and CBIS-DDSM (256 px) sets
+#   stage 1  a ViT-Ti/16 teacher (configs/pretrain/vit_tiny_cpu_quick.yaml, TEACHER_EPOCHS x 10
+#            iterations) on the VinDr set, or TEACHER_CKPT; `versa extract` -> its features
+#   stage 2  EfficientNet-B0 students at 64 px (configs/distill/enb0_cpu.yaml), same seed / steps:
+#            distilled   BI-RADS + density CE (x10) + relational KD (x w, for w in KD_WEIGHTS) +
+#                        the released relation term (x1); column "KD x w"
 #            supervised  the same CE only (KD and relation weights 0)
-#            random      no training (the initialisation)
-#   probes:  frozen pooled features, `versa distill --probe`: cosine k-NN, retrieval top-1 and a
-#            logistic regression, balanced accuracy on the test split, for tasks the students were
-#            not trained on: finding type (VinDr findings: Mass, Suspicious Calcification; CBIS
-#            mass vs calcification) and malignancy (CBIS pathology).  VinDr BI-RADS and density,
-#            which two of the students were trained on, are probed too, for reference.
+#            random      no training (the students' common initialisation)
+#            teacher     the stage-1 ViT itself, for reference (the ceiling of what can transfer)
+#   probes   `versa bench --suite synthetic` on the frozen backbones (linear probe, k-NN, retrieval,
+#            bootstrap CIs), on tasks the students were not supervised on: VinDr finding types
+#            (multi-label), CBIS mass vs calcification and benign vs malignant on lesion crops
+#            (classification and retrieval, configs/distill/evidence_tasks.yaml); VinDr BI-RADS and
+#            density, which the students were trained on, for reference.
 #
-# Usage: bash bench/distill_evidence.sh [BUILD_DIR] [WORK_DIR]
-# Knobs (environment): PATIENTS (200), TEACHER_STEPS (300), STUDENT_STEPS (300), SIZE (64),
-#   SEEDS ("1 2 3": students and probes are repeated per seed; the table gives mean +- sd).
-# Not run by the tests.  Writes WORK_DIR/results.md and prints it.
+# Usage: bash bench/distill_evidence.sh [BUILD_DIR] [OUT_DIR]        (defaults: build runs/distill_evidence)
+# Knobs (environment): PATIENTS (250), CONTRAST (1.0: the synthetic lesions' contrast, versa synth's
+#   difficulty knob; other values synthesise with the suite's three commands instead), TEACHER_CKPT (reuse a stage-1 checkpoint), TEACHER_EPOCHS (15),
+#   TEACHER_FEATURE (gap | cls | concat), STUDENT_STEPS (260), KD_WEIGHTS ("1": the paper's lambda1;
+#   several give one distilled student each),
+#   SEEDS ("1": students and the random init per seed; the table gives mean +- sd over seeds).
+# Steps whose output exists are not redone (delete OUT_DIR/student_* to retrain).  Not run by the
+# tests.  Writes OUT_DIR/results.md (and the bench's OUT_DIR/bench/report.md) and prints the table.
 set -euo pipefail
 build=${1:-build}
 work=${2:-runs/distill_evidence}
-PATIENTS=${PATIENTS:-200}
-TEACHER_STEPS=${TEACHER_STEPS:-300}
-STUDENT_STEPS=${STUDENT_STEPS:-300}
-SIZE=${SIZE:-64}
-SEEDS=${SEEDS:-"1 2 3"}
+PATIENTS=${PATIENTS:-250}
+CONTRAST=${CONTRAST:-1.0}
+TEACHER_CKPT=${TEACHER_CKPT:-}
+TEACHER_EPOCHS=${TEACHER_EPOCHS:-15}
+TEACHER_FEATURE=${TEACHER_FEATURE:-gap}
+STUDENT_STEPS=${STUDENT_STEPS:-260}
+KD_WEIGHTS=${KD_WEIGHTS:-"1"}
+SEEDS=${SEEDS:-"1"}
+SIZE=64
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 versa="$build/versa"
 [ -x "$versa" ] || { echo "distill_evidence: $versa not found (make BUILD=$build)"; exit 1; }
 mkdir -p "$work"
 t_start=$(date +%s)
 log() { echo "== $* ($(( $(date +%s) - t_start )) s)"; }
+data="$work/data"
 
 # ---- data ----
-if [ ! -f "$work/vindr.h5" ]; then
-  log "synthetic data: $PATIENTS patients"
-  "$versa" synth "$work/raw" --patients "$PATIENTS" --size 208x256 --formats vindr,cbis --seed 7 2>/dev/null
-  "$versa" prepare vindr "$work/raw/vindr-mammo" "$work/vindr.h5" --size ${SIZE}x${SIZE}
-  "$versa" prepare cbis "$work/raw/cbis-ddsm" "$work/cbis.h5" --size ${SIZE}x${SIZE}
+if [ ! -f "$data/synth-vindr.h5" ] || [ ! -f "$data/synth-cbis.h5" ]; then
+  log "synthetic data: $PATIENTS patients, lesion contrast $CONTRAST"
+  if [ "$CONTRAST" = 1.0 ] || [ "$CONTRAST" = 1 ]; then
+    "$versa" bench --make-synthetic "$data" --patients "$PATIENTS"
+  else   # the commands of configs/bench/synthetic.yaml, with the contrast
+    "$versa" synth "$data/raw" --patients "$PATIENTS" --size 256x320 --formats vindr,cbis --contrast "$CONTRAST"
+    "$versa" prepare vindr "$data/raw/vindr-mammo" "$data/synth-vindr.h5" --size 128x128
+    "$versa" prepare cbis "$data/raw/cbis-ddsm" "$data/synth-cbis.h5" --size 256x256
+  fi
 fi
 
 # ---- stage 1 teacher + features ----
-if [ ! -f "$work/teacher_features.h5" ]; then
-  log "stage 1: ViT-Ti teacher, $TEACHER_STEPS iterations"
-  "$versa" pretrain configs/pretrain/vit_tiny_cpu_quick.yaml "data.sources=[$work/vindr.h5]" \
-    "train.output_dir=$work/teacher" "train.max_iterations=$TEACHER_STEPS" \
-    "optim.epochs=$(( (TEACHER_STEPS + 9) / 10 ))" train.log_every=50 train.checkpoint_every=100
-  "$versa" extract "$work/teacher/checkpoint.h5" "$work/vindr.h5" "$work/teacher_features.h5"
+teacher=${TEACHER_CKPT:-$work/teacher/checkpoint.h5}
+if [ ! -f "$teacher" ]; then
+  log "stage 1: ViT-Ti teacher, $TEACHER_EPOCHS x 10 iterations"
+  "$versa" pretrain configs/pretrain/vit_tiny_cpu_quick.yaml "data.sources=[$data/synth-vindr.h5]" \
+    "train.output_dir=$work/teacher" "optim.epochs=$TEACHER_EPOCHS" train.log_every=10 train.checkpoint_every=50
+fi
+feats="$work/teacher_features.h5"
+if [ ! -f "$feats" ]; then
+  log "extract: teacher features of the VinDr set"
+  "$versa" extract "$teacher" "$data/synth-vindr.h5" "$feats"
 fi
 
-# ---- stage 2 students and probes ----
-common=(configs/distill/enb0_cpu_quick.yaml "data.prepared=$work/vindr.h5"
-        "teacher.features=$work/teacher_features.h5" "student.image_size=$SIZE" "student.static_padding_size=$SIZE"
-        "train.max_steps=$STUDENT_STEPS" train.log_every=50 train.checkpoint_every=1000)
-probe() {   # probe NAME CHECKPOINT SEED
-  local name=$1 ckpt=$2 seed=$3
-  "$versa" distill --probe "${common[@]}" "train.seed=$seed" "probe.checkpoint=$ckpt" \
-    "probe.tasks=[findings:Mass, findings:Suspicious Calcification, birads, density]" "probe.output=$work/probe_${name}_vindr_s$seed.json" >/dev/null
-  "$versa" distill --probe "${common[@]}" "train.seed=$seed" "data.prepared=$work/cbis.h5" "probe.checkpoint=$ckpt" \
-    "probe.tasks=[pathology, findings:mass]" "probe.output=$work/probe_${name}_cbis_s$seed.json" >/dev/null
-}
+# ---- stage 2 students ----
+common=(configs/distill/enb0_cpu.yaml "data.prepared=$data/synth-vindr.h5" "teacher.features=$feats"
+        "teacher.feature=$TEACHER_FEATURE" "student.image_size=$SIZE" "student.static_padding_size=$SIZE"
+        "train.max_steps=$STUDENT_STEPS" train.log_every=20 train.checkpoint_every=1000)
+models=()
+kinds=()
+for w in $KD_WEIGHTS; do kinds+=("kd$w"); done
+kinds+=(supervised)
 for seed in $SEEDS; do
-  for kind in distilled supervised; do
+  for kind in "${kinds[@]}"; do
     out="$work/student_${kind}_s$seed"
+    [ "$kind" = kd1 ] && out="$work/student_distilled_s$seed"   # the paper's weight
     if [ ! -f "$out/checkpoint.h5" ]; then
       log "stage 2: $kind student, seed $seed, $STUDENT_STEPS steps"
-      extra=()
-      [ "$kind" = supervised ] && extra=(loss.kd_weight=0 loss.contrastive_weight=0)
+      if [ "$kind" = supervised ]; then extra=(loss.kd_weight=0 loss.contrastive_weight=0)
+      else extra=("loss.kd_weight=${kind#kd}"); fi
       "$versa" distill "${common[@]}" "train.seed=$seed" "train.output_dir=$out" "${extra[@]}"
     fi
-    log "probe: $kind, seed $seed"
-    probe "$kind" "$out/checkpoint.h5" "$seed"
+    models+=(--model "${kind}_s$seed=effnet-ckpt:$out/checkpoint.h5:efficientnet-b0:$SIZE")
   done
-  log "probe: random init, seed $seed"
-  probe random "" "$seed"
+  models+=(--model "random_s$seed=random:efficientnet-b0:$SIZE:seed=$seed")
 done
+models+=(--model "teacher=ckpt:$teacher:teacher:$SIZE")
 
-# ---- table (awk over the probes' JSON: one task per line) ----
-awk -v seeds="$SEEDS" '
-  function field(line, key,    m) {
-    if (match(line, "\"" key "\": *\"?[^,\"}]*")) { m = substr(line, RSTART, RLENGTH); sub(/^[^:]*: *"?/, "", m); return m }
-    return ""
+# ---- frozen-feature probes (versa bench) ----
+log "probes: versa bench on ${#models[@]} / 2 models"
+"$versa" bench --suite synthetic --tasks configs/distill/evidence_tasks.yaml --data-root "$data" --out "$work/bench" \
+  --only 'syn_vindr_finding,syn_cbis_finding,syn_cbis_pathology,dx_*,syn_vindr_birads,syn_vindr_density' \
+  --quiet "input.size=$SIZE" "${models[@]}"
+
+# ---- table: primary metrics, mean +- sd over seeds (awk over results.csv) ----
+awk -F, -v seeds="$SEEDS" -v steps="$STUDENT_STEPS" -v kinds="${kinds[*]} random teacher" -v tfeat="$TEACHER_FEATURE" '
+  NR == 1 { next }
+  {
+    model = $1; task = $2; metric = $4; v = $5 + 0
+    kind = model; sub(/_s[0-9]+$/, "", kind)
+    if (!(metric == "auc" || metric == "knn_auc" || metric == "top1")) next
+    key = task SUBSEP metric
+    if (!(key in seen)) { seen[key] = 1; order[++n] = key }
+    k2 = key SUBSEP kind; s1[k2] += v; s2[k2] += v * v; c[k2]++
   }
-  FNR == 1 { n = split(FILENAME, parts, "/"); split(parts[n], f, "_"); kind = f[2]; ds = f[3] }
-  /"task":/ {
-    task = ds ":" field($0, "task"); if (!(task in tasks)) { tasks[task] = 1; order[++nt] = task }
-    meta[task] = field($0, "train") "/" field($0, "test"); chance[task] = field($0, "chance")
-    for (k = 1; k <= 3; k++) { m = (k == 1 ? "logreg_bacc" : k == 2 ? "knn_bacc" : "top1"); v = field($0, m) + 0
-      key = task SUBSEP kind SUBSEP m; s1[key] += v; s2[key] += v * v; cnt[key]++ }
+  function cell(k2,    m, sd) {
+    if (!(k2 in c)) return "-"
+    m = s1[k2] / c[k2]; sd = c[k2] > 1 ? (s2[k2] - c[k2] * m * m) / (c[k2] - 1) : 0
+    return c[k2] > 1 ? sprintf("%.3f +- %.3f", m, sd > 0 ? sqrt(sd) : 0) : sprintf("%.3f", m)
+  }
+  function sup(t) { return t ~ /birads|density/ }
+  function name(k) {
+    if (k ~ /^kd/) return "KD x " substr(k, 3)
+    return k == "supervised" ? "supervised only" : k == "random" ? "random init" : k == "teacher" ? "stage-1 teacher (ViT-Ti)" : k
   }
   END {
-    printf "Frozen-feature probes on the test split, mean +- sd over seeds %s (balanced accuracy unless noted)\n\n", seeds
-    split("logreg_bacc knn_bacc top1", ms, " "); split("logistic regression|k-NN (cosine, k=10)|retrieval top-1 (accuracy)", ts, "|")
-    for (i = 1; i <= 3; i++) {
-      printf "### %s\n\n| task | train/test | chance | distilled | supervised only | random init |\n|---|---|---|---|---|---|\n", ts[i]
-      for (j = 1; j <= nt; j++) {
-        t = order[j]; printf "| %s | %s | %.3f |", t, meta[t], chance[t]
-        split("distilled supervised random", ks, " ")
-        for (k = 1; k <= 3; k++) { key = t SUBSEP ks[k] SUBSEP ms[i]; c = cnt[key]; mu = s1[key] / c
-          sd = c > 1 ? sqrt((s2[key] - c * mu * mu) / (c - 1) > 0 ? (s2[key] - c * mu * mu) / (c - 1) : 0) : 0
-          printf " %.3f +- %.3f |", mu, sd }
+    printf "Frozen-feature probes on the synthetic test splits (versa bench: linear probe AUC, k-NN AUC,\n"
+    printf "retrieval top-1), EfficientNet-B0 students at 64 px after %s steps; \"KD x w\" = distilled with KD weight w\n", steps
+    printf "(CE weight 10, relation term 1), teacher feature %s; seeds %s (mean +- sd when several).\n", tfeat, seeds
+    printf "Tasks above the line were NOT supervised in stage 2.\n\n"
+    nk = split(kinds, ks, " ")
+    printf "| task | metric |"; for (j = 1; j <= nk; j++) printf " %s |", name(ks[j]); printf "\n|---|---|"
+    for (j = 1; j <= nk; j++) printf "---|"; printf "\n"
+    for (pass = 0; pass < 2; pass++) {
+      if (pass == 1) { printf "| *supervised in stage 2:* | |"; for (j = 1; j <= nk; j++) printf " |"; printf "\n" }
+      for (i = 1; i <= n; i++) {
+        split(order[i], kk, SUBSEP); if (sup(kk[1]) != pass) continue
+        printf "| %s | %s |", kk[1], kk[2]
+        for (j = 1; j <= nk; j++) printf " %s |", cell(order[i] SUBSEP ks[j])
         printf "\n"
       }
-      printf "\n"
     }
-  }' "$work"/probe_*_s*.json > "$work/results.md"
+  }' "$work/bench/results.csv" > "$work/results.md"
 cat "$work/results.md"
-log "done"
+log "done: $work/results.md, details and CIs in $work/bench/report.md"

@@ -51,7 +51,8 @@ int bench_protocol_parse(const char *s) {
 }
 
 int bench_protocol_implemented(int p) {
-    return p == PROTO_LINEAR || p == PROTO_KNN || p == PROTO_MULTILABEL || p == PROTO_RETRIEVAL;
+    return p == PROTO_LINEAR || p == PROTO_KNN || p == PROTO_MULTILABEL || p == PROTO_RETRIEVAL || p == PROTO_UNET ||
+           p == PROTO_FASTER_RCNN || p == PROTO_VILT;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -95,6 +96,28 @@ const CfgSpec BENCH_SETTINGS_KEYS[] = {
     {"bootstrap.seed", CFG_INT, "0", "seed of the resamples (the same for every model)"},
     {"bootstrap.level", CFG_FLOAT, "0.95", "confidence level of the percentile intervals"},
     {"seed", CFG_INT, "0", "seed of the heads (init, shuffling)"},
+    {"segmentation.lr", CFG_FLOAT, "1e-3", "AdamW learning rate of the UNet decoder (cosine, 5% warmup)"},
+    {"segmentation.batch", CFG_INT, "8", "images per step (the paper's batch)"},
+    {"segmentation.steps", CFG_INT, "4000", "decoder training steps"},
+    {"segmentation.width", CFG_FLOAT, "1.0", "decoder channel scale (1 = the paper's plan)"},
+    {"detection.lr", CFG_FLOAT, "1e-3", "AdamW learning rate of the RPN and RoI heads (cosine, 5% warmup)"},
+    {"detection.batch", CFG_INT, "8", "images per step (the paper's batch)"},
+    {"detection.steps", CFG_INT, "4000", "detector training steps"},
+    {"detection.fpn_channels", CFG_INT, "256", "FPN width"},
+    {"detection.representation", CFG_INT, "1024", "TwoMLPHead width"},
+    {"detection.train_fpn", CFG_BOOL, "false", "train the FPN too (the paper's lp runs keep it frozen, quirk Q5)"},
+    {"detection.anchor_sizes", CFG_LIST, "[32, 64, 128]", "anchor sizes in input pixels, on every level"},
+    {"detection.box_batch", CFG_INT, "512", "RoIs sampled per image"},
+    {"detection.rpn_batch", CFG_INT, "256", "anchors sampled per image"},
+    {"detection.proposals", CFG_INT, "2000", "RPN proposals kept in training (pre-NMS per level, post-NMS per image); half at test"},
+    {"vqa.lr", CFG_FLOAT, "1e-4", "AdamW learning rate of the fusion transformer (cosine, 5% warmup)"},
+    {"vqa.batch", CFG_INT, "16", "questions per step (the paper: 1 x 16 accumulated)"},
+    {"vqa.steps", CFG_INT, "4000", "fusion training steps"},
+    {"vqa.dim", CFG_INT, "768", "fusion transformer width (ViLT-B)"},
+    {"vqa.depth", CFG_INT, "12", "fusion transformer blocks"},
+    {"vqa.heads", CFG_INT, "12", "attention heads"},
+    {"vqa.max_words", CFG_INT, "40", "question tokens kept (ViLT: 40)"},
+    {"report.sheet_images", CFG_INT, "8", "test images on each segmentation / detection contact sheet (0: none)"},
 };
 const size_t BENCH_N_SETTINGS_KEYS = sizeof BENCH_SETTINGS_KEYS / sizeof BENCH_SETTINGS_KEYS[0];
 
@@ -235,6 +258,31 @@ static int settings_from(const Config *cfg, BenchSettings *s, Err *e) {
     s->boot_seed = (uint64_t)cfg_get_int(cfg, "bootstrap.seed", 0, e);
     s->boot_level = cfg_get_float(cfg, "bootstrap.level", 0.95, e);
     s->seed = (uint64_t)cfg_get_int(cfg, "seed", 0, e);
+    s->seg.lr = cfg_get_float(cfg, "segmentation.lr", 1e-3, e);
+    s->seg.batch = (int)cfg_get_int(cfg, "segmentation.batch", 8, e);
+    s->seg.steps = cfg_get_int(cfg, "segmentation.steps", 4000, e);
+    s->seg.width = (float)cfg_get_float(cfg, "segmentation.width", 1.0, e);
+    s->det.lr = cfg_get_float(cfg, "detection.lr", 1e-3, e);
+    s->det.batch = (int)cfg_get_int(cfg, "detection.batch", 8, e);
+    s->det.steps = cfg_get_int(cfg, "detection.steps", 4000, e);
+    s->det.fpn_ch = (int)cfg_get_int(cfg, "detection.fpn_channels", 256, e);
+    s->det.rep_size = (int)cfg_get_int(cfg, "detection.representation", 1024, e);
+    s->det.train_fpn = cfg_get_bool(cfg, "detection.train_fpn", 0, e);
+    double as[DET_MAX_ANCHOR];
+    size_t nas = cfg_get_floats(cfg, "detection.anchor_sizes", as, DET_MAX_ANCHOR, e);
+    s->det.n_sizes = (int)nas;
+    for (size_t i = 0; i < nas; i++) s->det.sizes[i] = (float)as[i];
+    s->det.box_batch = (int)cfg_get_int(cfg, "detection.box_batch", 512, e);
+    s->det.rpn_batch = (int)cfg_get_int(cfg, "detection.rpn_batch", 256, e);
+    s->det.proposals = (int)cfg_get_int(cfg, "detection.proposals", 2000, e);
+    s->vqa.lr = cfg_get_float(cfg, "vqa.lr", 1e-4, e);
+    s->vqa.batch = (int)cfg_get_int(cfg, "vqa.batch", 16, e);
+    s->vqa.steps = cfg_get_int(cfg, "vqa.steps", 4000, e);
+    s->vqa.dim = (int)cfg_get_int(cfg, "vqa.dim", 768, e);
+    s->vqa.depth = (int)cfg_get_int(cfg, "vqa.depth", 12, e);
+    s->vqa.heads = (int)cfg_get_int(cfg, "vqa.heads", 12, e);
+    s->vqa.max_words = (int)cfg_get_int(cfg, "vqa.max_words", 40, e);
+    s->sheet_n = (int)cfg_get_int(cfg, "report.sheet_images", 8, e);
     if (e->msg[0]) return 1;
     if (head_opts(cfg, "linear", &s->linear, e) || head_opts(cfg, "multilabel", &s->multilabel, e)) return 1;
     s->n_topk = (int)nk;
@@ -257,6 +305,18 @@ static int settings_from(const Config *cfg, BenchSettings *s, Err *e) {
     CHECK(s->retrieval_std > 0, "retrieval.std", "must be positive");
     CHECK(s->boot_n >= 0, "bootstrap.n", "must be >= 0");
     CHECK(s->boot_level > 0 && s->boot_level < 1, "bootstrap.level", "must be in (0, 1)");
+    CHECK(s->seg.lr > 0 && s->seg.batch >= 1 && s->seg.steps >= 1 && s->seg.width > 0, "segmentation.lr",
+          "segmentation lr, batch, steps and width must be positive");
+    CHECK(s->det.lr > 0 && s->det.batch >= 1 && s->det.steps >= 1 && s->det.fpn_ch >= 1 && s->det.rep_size >= 1 &&
+          s->det.box_batch >= 1 && s->det.rpn_batch >= 1 && s->det.proposals >= 1, "detection.lr",
+          "detection lr, batch, steps, widths and sampler sizes must be positive");
+    CHECK(s->det.n_sizes >= 1, "detection.anchor_sizes", "needs at least one size");
+    for (int i = 0; i < s->det.n_sizes; i++) CHECK(s->det.sizes[i] > 0, "detection.anchor_sizes", "sizes must be positive");
+    CHECK(s->vqa.lr > 0 && s->vqa.batch >= 1 && s->vqa.steps >= 1 && s->vqa.max_words >= 1, "vqa.lr",
+          "vqa lr, batch, steps and max_words must be positive");
+    CHECK(s->vqa.dim >= 1 && s->vqa.heads >= 1 && s->vqa.dim % s->vqa.heads == 0, "vqa.dim", "must be a positive multiple of vqa.heads");
+    CHECK(s->vqa.depth >= 1 && s->vqa.depth <= FUSION_MAX_DEPTH, "vqa.depth", "must be in 1..12");
+    CHECK(s->sheet_n >= 0, "report.sheet_images", "must be >= 0");
 #undef CHECK
     return 0;
 }
@@ -272,8 +332,8 @@ static void copy_str(char *dst, size_t n, const char *src) {
 static int metric_known(const BenchTask *t, const BenchSettings *s, const char *m) {
     static const char *cls[] = {"auc", "bacc", "acc", "f1", NULL};
     static const char *ml[] = {"auc", "f1", "acc", NULL};
-    static const char *seg[] = {"dice", "jaccard", NULL};
-    static const char *det[] = {"mean_iou", NULL};
+    static const char *seg[] = {"dice", "iou", NULL};
+    static const char *det[] = {"mean_iou", "map50", "froc_0.5", "froc_1", "froc_2", NULL};
     static const char *vqa[] = {"acc", "bacc", "f1", "auc", NULL};
     for (int i = 0; i < t->n_protocols; i++) {
         switch (t->protocols[i]) {

@@ -5,6 +5,7 @@
  *                 the paper's summary (rank per task, average rank, first places), tasks not run
  *   ranks.png     the ranks per task and the average ranks (bench/plot.c) */
 #include "bench/bench.h"
+#include <unistd.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -231,6 +232,25 @@ static int write_markdown(const BenchRun *run, const BenchRanks *rk, const char 
             }
         }
         fputc('\n', f);
+        if (cat == BENCH_SEGMENTATION || cat == BENCH_DETECTION) {
+            /* the protocols' contact sheets: test images, ground truth green, prediction red */
+            int listed = 0;
+            for (int ti = 0; ti < run->n_sel; ti++) {
+                const BenchTask *t = &run->reg.tasks[run->task_sel[ti]];
+                if (t->category != cat) continue;
+                for (int mi = 0; mi < run->n_models; mi++) {
+                    char png[1400];
+                    snprintf(png, sizeof png, "%s/sheets/%s.%s.png", dir, t->id, run->model_names[mi]);
+                    if (access(png, R_OK) != 0) continue;
+                    if (!listed) fprintf(f, "Predictions on test images (ground truth green, prediction red%s):\n\n",
+                                         cat == BENCH_DETECTION ? "; boxes with score >= 0.5 after NMS 0.5" : "");
+                    listed = 1;
+                    fprintf(f, "- %s, %s: ![%s %s](sheets/%s.%s.png)\n", t->id, run->model_names[mi], t->id,
+                            run->model_names[mi], t->id, run->model_names[mi]);
+                }
+            }
+            if (listed) fputc('\n', f);
+        }
     }
 
     /* not run */

@@ -257,6 +257,23 @@ static void run_task(Ctx *c, const BenchRun *run, const BenchModel *m, const Ben
     Err e = {0};
     const int C = t->n_classes;
     const uint64_t head_seed = s->seed ^ fnv1a(t->id), boot_seed = s->boot_seed ^ fnv1a(t->id);
+    if (t->category == BENCH_SEGMENTATION || t->category == BENCH_DETECTION || t->category == BENCH_VQA) {
+        /* part 2: the head trains on the backbone's maps, no pooled-feature table */
+        BenchDenseArgs da = {.s = s, .data_root = run->data_root, .out_dir = o->out_dir, .head_seed = head_seed,
+                             .boot_seed = boot_seed, .quiet = o->quiet};
+        int rc = t->category == BENCH_SEGMENTATION ? bench_proto_segmentation(c, m, t, &da, r, &e)
+                 : t->category == BENCH_DETECTION  ? bench_proto_detection(c, m, t, &da, r, &e)
+                                                   : bench_proto_vqa(c, m, t, &da, r, &e);
+        r->seconds = wall_seconds() - t0;
+        if (rc) {
+            r->status = BENCH_FAILED;
+            sfmt(r->detail, sizeof r->detail, "%s: %s", bench_protocol_name(t->protocols[0]), e.msg);
+        } else {
+            r->status = BENCH_OK;
+            append(r->detail, sizeof r->detail, "%.1f s", r->seconds);
+        }
+        return;
+    }
     int retrieval_only = 1;   /* then the features use the retrieval normalisation */
     for (int i = 0; i < t->n_protocols; i++)
         if (t->protocols[i] != PROTO_RETRIEVAL && bench_protocol_implemented(t->protocols[i])) retrieval_only = 0;
@@ -349,7 +366,8 @@ static void progress(const BenchRun *run, const BenchResult *r, int k, int total
     if (pm) fprintf(stderr, "%s %.3f [%.3f, %.3f]", t->metric, pm->ci.value, pm->ci.lo, pm->ci.hi);
     for (int i = 0; i < r->metrics.n; i++) {   /* the other protocols' headline numbers */
         const BenchMetric *m = &r->metrics.m[i];
-        if (pm && m != pm && (!strcmp(m->name, "knn_auc") || !strcmp(m->name, "mapr")))
+        if (pm && m != pm && (!strcmp(m->name, "knn_auc") || !strcmp(m->name, "mapr") || !strcmp(m->name, "map50") ||
+                                !strcmp(m->name, "iou") || !strcmp(m->name, "bacc")))
             fprintf(stderr, "  %s %.3f", m->name, m->ci.value);
     }
     fprintf(stderr, "  (n %zu/%zu/%zu, %.1f s)\n", r->n_split[0], r->n_split[1], r->n_split[2], r->seconds);

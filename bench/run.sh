@@ -92,3 +92,17 @@ if [ -n "$best_engine" ]; then
   echo "   engine step: $(awk '$3 == "sgemm_share_pct" {print $4}' "$best_engine")% of its CPU time in sgemm, running at" \
        "$(awk '$3 == "sgemm_in_step_pct" {print $4}' "$best_engine")% of its standalone rate"
 fi
+
+# The per-area reports, each with its own PyTorch side by side (same threads and environment):
+# models (issue 3 and the stage-2 student step), stage-1 pretraining + MPI scaling, data loading
+# and synthesis.  BENCH_ONLY=engine skips them.
+if [ "${BENCH_ONLY:-all}" != engine ]; then
+  # run_models.sh alone also covers the pretrain step and the data path; here those come from
+  # their own scripts (with the MPI rows and the loader-vs-step comparison)
+  export BENCH_CASES=${BENCH_CASES:-"vit_s_train vit_ti_train effnet_b0_train vit_s_infer student_224 student_512"}
+  export BENCH_SKIP_DATA=1
+  for part in run_models run_pretrain run_data; do
+    echo
+    bash "bench/$part.sh" "$build" || echo "   (bench/$part.sh failed: its rows are missing above)"
+  done
+fi

@@ -11,14 +11,15 @@
 #                                     side that goes first alternates too); each side keeps its
 #                                     best, so a burst of load from other processes does not
 #                                     decide a ratio
-#   BENCH_CASES                       subset, e.g. "vit_s_train pretrain" (default: all five)
+#   BENCH_CASES                       subset, e.g. "vit_s_train pretrain" (default: all seven)
 #   BENCH_PASSES, BENCH_STEPS         per run (default 2 passes of 2 steps after a warm-up step)
 #   BENCH_SKIP_DATA=1                 skip the loader and synthesis measurements
+#   BENCH_OUT (default BUILD_DIR/bench)  folder the summary table is written to (models_summary.txt)
 set -euo pipefail
 build=${1:-build}
 threads=${VERSA_THREADS:-${OMP_NUM_THREADS:-$(nproc)}}
 rounds=${BENCH_ROUNDS:-2}
-cases=${BENCH_CASES:-"vit_s_train vit_ti_train effnet_b0_train vit_s_infer pretrain"}
+cases=${BENCH_CASES:-"vit_s_train vit_ti_train effnet_b0_train vit_s_infer student_224 student_512 pretrain"}
 passes=${BENCH_PASSES:-2}
 steps=${BENCH_STEPS:-2}
 export VERSA_THREADS=$threads OMP_NUM_THREADS=$threads
@@ -28,6 +29,8 @@ python=/usr/bin/python3
 tcmalloc=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
+dest=${BENCH_OUT:-$build/bench}
+mkdir -p "$dest"
 
 # OpenBLAS kernel: a preset OPENBLAS_CORETYPE is reported and replaced by the best core for this
 # CPU (both sides use OpenBLAS's sgemm: PyTorch's libblas is the same OpenMP OpenBLAS)
@@ -45,6 +48,7 @@ if [ -x "$python" ] && "$python" -c 'import torch' 2>/dev/null; then have_torch=
 preload=""
 [ -f "$tcmalloc" ] && preload=$tcmalloc
 
+{
 echo "== versamammo.c model performance, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "   cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores," \
      "flags: $(grep -m1 -ow -e avx512f -e avx2 -e fma /proc/cpuinfo | sort -u | tr '\n' ' ')"
@@ -53,6 +57,7 @@ echo "   threads: $threads; OPENBLAS_CORETYPE: ${preset:-(unset)}${preset:+ -> $
      "rounds: $rounds; $passes passes x $steps steps per run"
 echo "   pytorch: $([ $have_torch = 1 ] && "$python" -c 'import torch; print(torch.__version__)' || echo '(not found)')," \
      "LD_PRELOAD=${preload:-(none)}, channels_last for the CNN"
+} | tee "$dest/models_summary.txt"
 echo
 
 run_engine() {  # case round
@@ -106,29 +111,51 @@ label() {
     vit_ti_train) echo "ViT-Ti/16 224 train b16";;
     effnet_b0_train) echo "EffNet-B0 224 train b16";;
     vit_s_infer) echo "ViT-S/16 224 infer b32";;
+    student_224) echo "student B0 224 b16 (st.2)";;
+    student_512) echo "student B0 512 b4 (st.2)";;
     pretrain) echo "DINOv2 step ViT-Ti b16";;
   esac
 }
 
+batch() {
+  case $1 in
+    vit_s_train) echo 8;; vit_s_infer) echo 32;; student_512) echo 4;; *) echo 16;;
+  esac
+}
+per_image() {  # CPU-s per step, batch -> CPU-s per image
+  [ -n "${1:-}" ] && awk -v s="$1" -v b="$2" 'BEGIN { printf "%.3f\n", s / b }'
+}
+
+{
+# the BLAS each side ran (first run of each side that printed one)
+eb=$(cat "$out"/engine.*.txt 2>/dev/null | grep -m1 '^== engine' | sed 's/^== engine [^:]*: //')
+tb=$(cat "$out"/torch.*.txt 2>/dev/null | grep -m1 '^   BLAS: ' | sed 's/^   BLAS: //')
+echo
+echo "== BLAS: engine ${eb:-(unknown)}"
+echo "         pytorch ${tb:-(unknown)}"
 echo
 echo "== summary, best of $rounds round(s) per side (load average now: $(cut -d' ' -f1-3 /proc/loadavg))"
 echo "   images/s: wall clock; core = images / (CPU-s / $threads threads), the rate with the cores to ourselves."
 echo "   ratio = engine relative to PyTorch (> 1: the engine is faster / uses less memory)."
-printf '   %-25s %8s %8s %6s | %8s %8s %6s | %7s %7s %6s | %6s %6s %6s\n' "" "img/s" "" "" \
-       "core" "img/s" "" "CPU-s" "/step" "" "RSS" "MB" ""
+printf '   %-25s %-24s | %-24s | %-22s | %-20s\n' "" "images/s, wall clock" "images/s, core" "CPU-s per image" \
+       "peak RSS, MB"
 printf '   %-25s %8s %8s %6s | %8s %8s %6s | %7s %7s %6s | %6s %6s %6s\n' "case" "engine" "pytorch" "ratio" \
        "engine" "pytorch" "ratio" "engine" "pytorch" "ratio" "engine" "torch" "ratio"
 for cs in $cases; do
   ew=$(get engine "${cs}_images_per_s" higher); tw=$(get torch "${cs}_images_per_s" higher)
   ec=$(get engine "${cs}_images_per_s_core" higher); tc=$(get torch "${cs}_images_per_s_core" higher)
-  es=$(get engine "${cs}_step_cpu_s" lower); ts=$(get torch "${cs}_step_cpu_s" lower)
+  es=$(per_image "$(get engine "${cs}_step_cpu_s" lower)" "$(batch "$cs")")
+  ts=$(per_image "$(get torch "${cs}_step_cpu_s" lower)" "$(batch "$cs")")
   em=$(get engine "${cs}_peak_rss_mb" lower); tm=$(get torch "${cs}_peak_rss_mb" lower)
   printf '   %-25s %8s %8s %6s | %8s %8s %6s | %7s %7s %6s | %6s %6s %6s\n' "$(label "$cs")" \
          "${ew:--}" "${tw:--}" "$(ratio "$ew" "$tw" higher)" "${ec:--}" "${tc:--}" "$(ratio "$ec" "$tc" higher)" \
          "${es:--}" "${ts:--}" "$(ratio "$es" "$ts" lower)" "${em:--}" "${tm:--}" "$(ratio "$em" "$tm" lower)"
-  echo "RESULT table $cs engine_ips=${ew:-} torch_ips=${tw:-} engine_core_ips=${ec:-} torch_core_ips=${tc:-}" \
-       "engine_cpu_s=${es:-} torch_cpu_s=${ts:-} engine_rss_mb=${em:-} torch_rss_mb=${tm:-}" >>"$out/table.txt"
+  echo "RESULT models $cs engine_ips=${ew:-} torch_ips=${tw:-} engine_core_ips=${ec:-} torch_core_ips=${tc:-}" \
+       "engine_cpu_s_per_image=${es:-} torch_cpu_s_per_image=${ts:-} engine_rss_mb=${em:-} torch_rss_mb=${tm:-}" >>"$out/table.txt"
 done
+echo "   (wall-clock rates depend on the load from other processes at the moment each side ran; CPU time"
+echo "    per image and the core rate are the comparable columns on a shared machine)"
+} | tee -a "$dest/models_summary.txt"
 
 if [ "${BENCH_SKIP_DATA:-0}" != 1 ]; then
   echo
@@ -160,3 +187,7 @@ if [ "${BENCH_SKIP_DATA:-0}" != 1 ]; then
              l, s, (l > s ? l / s : s / l), (l > s ? "faster (it outpaces training)" : "slower (training waits for data)") }'
   fi
 fi
+
+echo
+cat "$out/table.txt" | tee -a "$dest/models_summary.txt"
+echo "(summary written to $dest/models_summary.txt)"

@@ -1,7 +1,7 @@
 /* synthetic.c — the data of configs/bench/synthetic.yaml: `versa synth` exams written in the
  * VinDr-Mammo and CBIS-DDSM layouts, then the same converters `versa prepare vindr|cbis` runs.
  * Equivalent shell commands:
- *   versa synth DIR/raw --patients 250 --size 256x320 --formats vindr,cbis
+ *   versa synth DIR/raw --patients 250 --size 256x320 --formats vindr,cbis,vqa
  *   versa prepare vindr DIR/raw/vindr-mammo DIR/synth-vindr.h5 --size 128x128
  *   versa prepare cbis  DIR/raw/cbis-ddsm   DIR/synth-cbis.h5  --size 256x256 */
 #include "bench/bench.h"
@@ -27,7 +27,8 @@ int bench_make_synthetic(const BenchSynthOpts *o, Err *e) {
     char raw[1024], src[1100], out[1100];
     snprintf(raw, sizeof raw, "%s/raw", o->dir);
     double t0 = wall_seconds();
-    if (synth_write_dataset(&sc, raw, SYNTH_FMT_VINDR | SYNTH_FMT_CBIS, e)) return 1;
+    /* the VQA tasks read raw/mammovqa (MammoVQA JSON + PNG images) directly */
+    if (synth_write_dataset(&sc, raw, SYNTH_FMT_VINDR | SYNTH_FMT_CBIS | SYNTH_FMT_VQA, e)) return 1;
     if (!o->quiet)
         fprintf(stderr, "\n[bench] synthesised %ld images (%dx%d) in %.1f s -> %s\n", 4 * o->patients, o->width, o->height,
                 wall_seconds() - t0, raw);

@@ -38,7 +38,8 @@ static void usage(void) {
            "  --no-cache          extract features again and do not write the cache\n"
            "  --quiet             no progress lines\n"
            "  --make-synthetic D  synthesise VinDr/CBIS-layout datasets and prepare them into D\n"
-           "                      (synth-vindr.h5, synth-cbis.h5): the data of the synthetic suite\n\n"
+           "                      (synth-vindr.h5, synth-cbis.h5, raw/mammovqa/*.json): the data of the\n"
+           "                      synthetic suite\n\n"
            "settings (key=value overrides the suite):\n");
     cfg_print_help(BENCH_SETTINGS_KEYS, BENCH_N_SETTINGS_KEYS, stdout);
 }

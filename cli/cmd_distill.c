@@ -10,8 +10,8 @@ static void print_probe(const ProbeResult *r, const char *what) {
     printf("  %-24s %7s %7s %7s %9s %9s %9s\n", "task", "classes", "train", "test", "knn_bacc", "top1", "logreg");
     for (int i = 0; i < r->n_tasks; i++) {
         const ProbeTask *t = &r->task[i];
-        printf("  %-24s %7d %7ld %7ld %9.4f %9.4f %9.4f   (chance %.4f)\n", t->name, t->n_classes, t->n_train, t->n_test,
-               t->knn_bacc, t->top1, t->logreg_bacc, t->chance);
+        printf("  %-24s %7d %7ld %7ld %9.4f %9.4f %9.4f   (chance %.4f, top-1 %.4f)\n", t->name, t->n_classes, t->n_train,
+               t->n_test, t->knn_bacc, t->top1, t->logreg_bacc, t->chance, t->top1_chance);
     }
 }
 

@@ -13,32 +13,23 @@ static void usage(void) {
            "Generates N synthetic patients (four views each: L/R x CC/MLO) and writes them under\n"
            "OUT_DIR in the real datasets' layouts, so `versa prepare` reads them with the same\n"
            "converters as the public data:\n"
-           "  vindr  OUT_DIR/vindr/images/<study>/<image>.dicom + breast-level_annotations.csv +\n"
-           "         finding_annotations.csv\n"
-           "  cbis   OUT_DIR/cbis/CBIS-DDSM/... DICOMs + the four case-description CSVs\n"
-           "  vqa    OUT_DIR/vqa/images/*.png + MammoVQA-Image-{Train,Eval,Bench}.json\n\n"
+           "  vindr  OUT_DIR/vindr-mammo/images/<study_id>/<image_id>.dicom\n"
+           "         + breast-level_annotations.csv + finding_annotations.csv\n"
+           "         (versa prepare vindr OUT_DIR/vindr-mammo ...)\n"
+           "  cbis   OUT_DIR/cbis-ddsm/CBIS-DDSM/<case>/<study>/<series>/*.dcm (images, ROI masks,\n"
+           "         crops) + {mass,calc}_case_description_{train,test}_set.csv\n"
+           "         (versa prepare cbis OUT_DIR/cbis-ddsm ...)\n"
+           "  vqa    OUT_DIR/mammovqa/images/<image_id>.png\n"
+           "         + MammoVQA-Image-{Train,Eval,Bench}.json\n\n"
            "options:\n"
            "  --patients N     patients (images = 4N), default 50\n"
-           "  --size WxH       image size in pixels, default 416x512\n"
+           "  --size WxH       image size in pixels, 64..8192 each, default 416x512\n"
            "  --seed S         seed; the same seed gives the same images on any thread count (0)\n"
            "  --bits B         bits stored, 12..16 (12)\n"
            "  --formats LIST   comma-separated vindr, cbis, vqa or all (all)\n"
-           "  --contrast X     lesion contrast factor: the difficulty knob (1.0)\n"
-           "  --preview F.png  also write a contact sheet of the first 16 images with boxes/masks\n");
-}
-
-static int parse_formats(const char *s, int *out) {
-    *out = 0;
-    char buf[128];
-    snprintf(buf, sizeof buf, "%s", s);
-    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        if (!strcmp(t, "vindr")) *out |= SYNTH_FMT_VINDR;
-        else if (!strcmp(t, "cbis")) *out |= SYNTH_FMT_CBIS;
-        else if (!strcmp(t, "vqa")) *out |= SYNTH_FMT_VQA;
-        else if (!strcmp(t, "all")) *out |= SYNTH_FMT_ALL;
-        else return 1;
-    }
-    return *out == 0;
+           "  --contrast X     lesion contrast factor 0..10: the difficulty knob (1.0)\n"
+           "  --preview F.png  also write a contact sheet of the first 16 images (4 x 4 tiles) with\n"
+           "                   lesion boxes (red malignant, green benign) and mask outlines (yellow)\n");
 }
 
 int cmd_synth(int argc, char **argv) {
@@ -65,18 +56,25 @@ int cmd_synth(int argc, char **argv) {
             cfg.n_patients = strtol(v, &end, 10);
             if (*end || cfg.n_patients < 1) return cli_fail("synth: --patients: '%s' is not a positive integer", v);
         } else if (!strcmp(a, "--size")) {
-            if (sscanf(v, "%dx%d", &cfg.width, &cfg.height) != 2) return cli_fail("synth: --size: '%s' is not WxH", v);
+            int w = 0, h = 0, n = 0;
+            if (sscanf(v, "%dx%d%n", &w, &h, &n) != 2 || v[n])
+                return cli_fail("synth: --size: '%s' is not WxH (e.g. 416x512)", v);
+            if (w < 64 || h < 64 || w > 8192 || h > 8192)
+                return cli_fail("synth: --size: %dx%d is outside 64..8192 pixels per side", w, h);
+            cfg.width = w;
+            cfg.height = h;
         } else if (!strcmp(a, "--seed")) {
             cfg.seed = strtoull(v, &end, 10);
-            if (*end) return cli_fail("synth: --seed: '%s' is not an integer", v);
+            if (end == v || *end) return cli_fail("synth: --seed: '%s' is not an integer", v);
         } else if (!strcmp(a, "--bits")) {
             cfg.bits = (int)strtol(v, &end, 10);
-            if (*end) return cli_fail("synth: --bits: '%s' is not an integer", v);
+            if (end == v || *end) return cli_fail("synth: --bits: '%s' is not an integer", v);
         } else if (!strcmp(a, "--formats")) {
-            if (parse_formats(v, &formats)) return cli_fail("synth: --formats: '%s' (use vindr, cbis, vqa or all)", v);
+            Err fe = {0};
+            if (synth_parse_formats(v, &formats, &fe)) return cli_fail("%s (in --formats '%s')", fe.msg, v);
         } else if (!strcmp(a, "--contrast")) {
             cfg.lesion_contrast = strtof(v, &end);
-            if (*end) return cli_fail("synth: --contrast: '%s' is not a number", v);
+            if (end == v || *end) return cli_fail("synth: --contrast: '%s' is not a number", v);
         } else if (!strcmp(a, "--preview")) {
             preview = v;
         } else {

@@ -36,7 +36,7 @@ static const Command COMMANDS[] = {
     {"distill", cmd_distill, 6, "stage 2: EfficientNet student, supervised + relational distillation"},
     {"bench", cmd_bench, 7, "run the benchmark tasks on frozen backbones and write a report"},
     {"embed", cmd_embed, 3, "print the embedding of one image from a model config or checkpoint"},
-    {"plot", cmd_plot, 9, "draw training curves and benchmark plots to PNG"},
+    {"plot", cmd_plot, 9, "draw training curves (losses, LR, images/s) from metrics.jsonl to PNG"},
     {"info", cmd_info, 2, "version, threads, BLAS and library versions"},
     {"config", cmd_config, 2, "print a config file with key=value overrides applied (checks keys)"},
 };

@@ -17,10 +17,21 @@
 /* ------------------------------------------------------------------------------------------ */
 /* helpers */
 
+void *convert_xrealloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) {
+        fprintf(stderr, "convert: out of memory (%zu bytes)\n", n);
+        abort();
+    }
+    return q;
+}
+
+void *convert_xmalloc(size_t n) { return convert_xrealloc(NULL, n); }
+
 char *path_join(const char *a, const char *b) {
     if (!a || !*a) return strdup(b);
     size_t la = strlen(a);
-    char *p = malloc(la + strlen(b) + 2);
+    char *p = convert_xmalloc(la + strlen(b) + 2);
     sprintf(p, "%s%s%s", a, a[la - 1] == '/' ? "" : "/", b);
     return p;
 }
@@ -128,7 +139,7 @@ void raw_add_polygon(RawRecord *r, const float *xy, int n, int to_mask, int box_
     RawShape *s = &r->shapes[r->n_shapes++];
     memset(s, 0, sizeof *s);
     s->kind = RAW_POLYGON;
-    s->xy = malloc((size_t)(n > 0 ? n : 1) * 2 * sizeof(float));
+    s->xy = convert_xmalloc((size_t)(n > 0 ? n : 1) * 2 * sizeof(float));
     memcpy(s->xy, xy, (size_t)n * 2 * sizeof(float));
     s->n = n;
     s->to_mask = to_mask;
@@ -240,7 +251,7 @@ static int list_images(const char *dir, char ***out, int *cap, int n, int depth)
         if (ext && (!strcasecmp(ext, ".dcm") || !strcasecmp(ext, ".dicom") || !strcasecmp(ext, ".png"))) {
             if (n == *cap) {
                 *cap = *cap ? 2 * *cap : 8;
-                *out = realloc(*out, (size_t)*cap * sizeof **out);
+                *out = convert_xrealloc(*out, (size_t)*cap * sizeof **out);
             }
             (*out)[n++] = p;
         } else {
@@ -334,6 +345,12 @@ static int convert_one(const RawRecord *r, const PrepSchema *schema, const Conve
     int cap = r->n_boxes + r->n_masks + r->n_shapes;
     BoxF *bf = malloc((size_t)(cap ? cap : 1) * sizeof *bf);
     int32_t *bl = malloc((size_t)(cap ? cap : 1) * sizeof *bl);
+    if (!bf || !bl) {
+        free(bf);
+        free(bl);
+        err_set(e, "%s: out of memory for %d annotations", r->image_path, cap);
+        goto done;
+    }
     int nb = 0;
     for (int k = 0; k < r->n_boxes; k++) {
         PrepBox b = r->boxes[k];
@@ -379,7 +396,7 @@ static int convert_one(const RawRecord *r, const PrepSchema *schema, const Conve
         RawShape s = r->shapes[k];
         float *xy = NULL;
         if (s.kind == RAW_POLYGON) {
-            xy = malloc((size_t)(s.n > 0 ? s.n : 1) * 2 * sizeof(float));
+            xy = convert_xmalloc((size_t)(s.n > 0 ? s.n : 1) * 2 * sizeof(float));
             memcpy(xy, s.xy, (size_t)s.n * 2 * sizeof(float));
             if (r->y_up)
                 for (int v = 0; v < s.n; v++) xy[2 * v + 1] = (float)(im.h - 1) - xy[2 * v + 1];
@@ -416,7 +433,7 @@ static int convert_one(const RawRecord *r, const PrepSchema *schema, const Conve
         bf[k].y1 = fminf(fmaxf(bf[k].y1, 0), (float)im.h);
     }
     prep_apply_boxes(&T, bf, (size_t)nb);
-    d->boxes = malloc((size_t)(nb > 0 ? nb : 1) * sizeof *d->boxes);
+    d->boxes = convert_xmalloc((size_t)(nb > 0 ? nb : 1) * sizeof *d->boxes);
     d->n_boxes = 0;
     for (int k = 0; k < nb; k++)
         if (bf[k].x1 > bf[k].x0 && bf[k].y1 > bf[k].y0)   /* cropped away otherwise */
@@ -427,6 +444,10 @@ static int convert_one(const RawRecord *r, const PrepSchema *schema, const Conve
     /* pixels to the stored bit depth */
     size_t npx = (size_t)o->width * o->height;
     void *px = malloc(npx * (o->bits == 8 ? 1 : 2));
+    if (!px) {
+        err_set(e, "%s: out of memory for a %dx%d output image", r->image_path, o->width, o->height);
+        goto done;
+    }
     uint32_t smax = image_maxval(&out), tmax = o->bits == 8 ? 255u : 65535u;
     if (o->bits == 8) {
         uint8_t *p8 = px;
@@ -442,6 +463,11 @@ static int convert_one(const RawRecord *r, const PrepSchema *schema, const Conve
             goto done;
         }
         mask8 = malloc(npx);
+        if (!mask8) {
+            free(px);
+            err_set(e, "%s: out of memory for a %dx%d mask", r->image_path, o->width, o->height);
+            goto done;
+        }
         int any = 0;
         for (size_t i = 0; i < npx; i++) any |= (mask8[i] = out_mask.px[i] != 0);
         d->mask_nonempty = any;
@@ -482,8 +508,8 @@ int convert_run(RawSet *s, const ConvertOpts *o, ConvertStats *st, Err *e) {
     if (n == 0) return err_set(e, "%s: no images found to convert", o->raw_root ? o->raw_root : "?");
 
     /* patient-disjoint splits over the records being written */
-    const char **pat = malloc(n * sizeof *pat);
-    int *src = malloc(n * sizeof *src), *split = malloc(n * sizeof *split);
+    const char **pat = convert_xmalloc(n * sizeof *pat);
+    int *src = convert_xmalloc(n * sizeof *src), *split = convert_xmalloc(n * sizeof *split);
     for (size_t i = 0; i < n; i++) {
         pat[i] = s->r[i].patient_id;
         src[i] = s->r[i].src_split;
@@ -512,6 +538,11 @@ int convert_run(RawSet *s, const ConvertOpts *o, ConvertStats *st, Err *e) {
     int nth = omp_get_max_threads();
     size_t block = (size_t)(4 * nth);
     Done *done = calloc(block, sizeof *done);
+    if (!done) {
+        free(split);
+        prep_writer_abort(w);
+        return err_set(e, "convert: out of memory");
+    }
     int rc = 0;
     for (size_t b0 = 0; b0 < n && !rc; b0 += block) {
         size_t bn = n - b0 < block ? n - b0 : block;
@@ -681,11 +712,11 @@ static int kv_cmp(const void *a, const void *b) {
 }
 
 void strindex_build(StrIndex *ix, const char *const *keys, size_t n) {
-    KV *kv = malloc((n ? n : 1) * sizeof *kv);
+    KV *kv = convert_xmalloc((n ? n : 1) * sizeof *kv);
     for (size_t i = 0; i < n; i++) kv[i] = (KV){keys[i], i};
     qsort(kv, n, sizeof *kv, kv_cmp);
-    ix->key = malloc((n ? n : 1) * sizeof *ix->key);
-    ix->val = malloc((n ? n : 1) * sizeof *ix->val);
+    ix->key = convert_xmalloc((n ? n : 1) * sizeof *ix->key);
+    ix->val = convert_xmalloc((n ? n : 1) * sizeof *ix->val);
     for (size_t i = 0; i < n; i++) {
         ix->key[i] = kv[i].k;
         ix->val[i] = kv[i].v;

@@ -128,7 +128,7 @@ typedef struct CropOpts {
     int border;         /* pixels ignored at every edge (scanner frames, labels) before
                            thresholding; default 5 */
     float threshold;    /* bright-pixel threshold as a fraction of the max value;
-                           < 0 => Otsu on the histogram (default -1) */
+                           < 0 => automatic air/tissue threshold (default -1) */
     int margin;         /* pixels added around the component's bounding box; default 0 */
     float min_area;     /* if the largest component covers less than this fraction of the
                            image, the crop is the whole (border-trimmed) image; default 0.01 */
@@ -140,12 +140,13 @@ CropOpts crop_opts_default(void);
  * `skip_border` pixels of any edge are ignored. */
 uint16_t image_otsu(const Image *im, int skip_border);
 
-/* Bounding rectangle of the breast: threshold (Otsu or fixed), then the largest 8-connected
+/* Bounding rectangle of the breast: threshold (air/tissue: near the background level measured
+ * on the darkest edge strip, capped by Otsu; or fixed), then the largest 8-connected
  * bright component (so burned-in markers and labels are dropped), inside the border trim. */
 Rect image_breast_bbox(const Image *im, const CropOpts *o);
 
-/* 1 if the breast sits on the right half (more tissue above Otsu in the right half than in the
- * left half), else 0. */
+/* 1 if the breast sits on the right half (more tissue intensity above the air/tissue threshold
+ * in the right half than in the left half), else 0. */
 int image_breast_on_right(const Image *im);
 
 typedef enum FlipMode {

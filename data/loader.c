@@ -112,6 +112,10 @@ static void build_plan(Loader *L, long epoch, Plan *pl) {
     for (int s = 0; s < L->c->n; s++) {
         size_t ns = L->n_sel[s];
         uint32_t *perm = malloc((ns ? ns : 1) * sizeof *perm);
+        if (!perm) {   /* the same size as sel[s], allocated at open: practically unreachable */
+            fprintf(stderr, "loader: out of memory building the plan of epoch %ld\n", epoch);
+            abort();
+        }
         long need = L->count[s];
         for (long cycle = 0; need > 0; cycle++) {
             for (size_t k = 0; k < ns; k++) perm[k] = (uint32_t)k;
@@ -505,6 +509,11 @@ int loader_open(Loader **out, const Corpus *c, const LoaderConfig *cfg, Err *e) 
     for (int s = 0; s < c->n; s++) {
         const Prepared *P = &c->src[s];
         L->sel[s] = malloc((P->n ? P->n : 1) * sizeof(uint32_t));
+        if (!L->sel[s]) {   /* n comes from the file */
+            err_set(e, "loader: out of memory for the %zu samples of %s", P->n, P->path);
+            loader_close(L);
+            return 1;
+        }
         for (size_t i = 0; i < P->n; i++)
             if (cfg->split < 0 || P->split[i] == cfg->split) L->sel[s][L->n_sel[s]++] = (uint32_t)i;
         total += (long)L->n_sel[s];
@@ -558,6 +567,11 @@ int loader_open(Loader **out, const Corpus *c, const LoaderConfig *cfg, Err *e) 
     for (int k = 0; k < 2; k++) {
         L->plan[k].src = malloc((size_t)L->E * sizeof(uint32_t));
         L->plan[k].q = malloc((size_t)L->E * sizeof(uint32_t));
+        if (!L->plan[k].src || !L->plan[k].q) {
+            err_set(e, "loader: out of memory for an epoch of %ld samples", L->E);
+            loader_close(L);
+            return 1;
+        }
     }
     rng_init(&L->root, cfg->seed);
     L->sample_root = rng_fork(&L->root, 1);

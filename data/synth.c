@@ -246,7 +246,8 @@ static void sample_anatomy(Rng *r, int density, SynthBreast *b) {
     b->thickness_mm = synth_clampf(t_mu[density] + 8.0f * rng_normal(r), 25.0f, 95.0f);
     /* denser breasts are smaller (doc B1) */
     b->pnl_mm = synth_clampf(96.0f - 5.0f * density + 18.0f * rng_normal(r), 45.0f, 150.0f);
-    float extent = synth_clampf(185.0f - 10.0f * density + 28.0f * rng_normal(r), 110.0f, 250.0f);
+    /* chest-wall extent follows the nipple depth (a half-disc-like compressed breast) */
+    float extent = synth_clampf(b->pnl_mm * synth_uniform(r, 1.6f, 2.2f) + 10.0f * rng_normal(r), 100.0f, 250.0f);
     float ratio = synth_uniform(r, 0.85f, 1.15f);
     b->half_width_mm[0] = 0.5f * extent * ratio;
     b->half_width_mm[1] = extent - b->half_width_mm[0];
@@ -439,25 +440,26 @@ static void box_v(const float *x, float *o, int W, int H, int r, double *acc) {
     }
 }
 
-void synth_blur(float *x, float *tmp, int W, int H, float sigma) {
-    if (sigma <= 0.05f) return;
+int synth_blur(float *x, float *tmp, int W, int H, float sigma) {
+    if (sigma <= 0.05f) return 0;
     if (sigma <= 3.0f) {
         float k[21];
         int rad = gauss_kernel(sigma, k);
         gauss_h(x, tmp, W, H, k, rad);
         gauss_v(tmp, x, W, H, k, rad);
-        return;
+        return 0;
     }
     /* three boxes of width w = 2r + 1: variance 3 (w^2 - 1) / 12 = sigma^2 */
     int r = (int)floorf(0.5f * (sqrtf(4.0f * sigma * sigma + 1.0f) - 1.0f));
     if (r < 1) r = 1;
     double *acc = malloc(sizeof(double) * (size_t)W);
-    if (!acc) return;
+    if (!acc) return 1;
     for (int pass = 0; pass < 3; pass++) {
         box_h(x, tmp, W, H, r);
         box_v(tmp, x, W, H, r, acc);
     }
     free(acc);
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -585,11 +587,18 @@ int synth_render(const SynthConfig *cfg, const SynthExam *ex, int view_index, Sy
     }
 
     synth_anatomy(&c, ex, side, view, &r);
-    synth_parenchyma(&c, b, view, &shared, &r, cfg->lesion_contrast);
-    synth_lesions_tissue(&c, b, cfg->lesion_contrast);
-    synth_base_attenuation(&c, &r);
-    synth_lesions_render(&c, b, img, cfg->lesion_contrast, cfg->calc_scale);
-    synth_acquire(&c, cfg, img, &r);
+    int oom = synth_parenchyma(&c, b, view, &shared, &r, cfg->lesion_contrast);
+    if (!oom) {
+        synth_lesions_tissue(&c, b, cfg->lesion_contrast);
+        synth_base_attenuation(&c, &r);
+        oom = synth_lesions_render(&c, b, img, cfg->lesion_contrast, cfg->calc_scale);
+    }
+    if (!oom) oom = synth_acquire(&c, cfg, img, &r);
+    if (oom) {
+        canvas_free(&c);
+        synth_image_free(img);
+        return err_set(e, "synth_render: out of memory for a %dx%d image", W, H);
+    }
 
     memcpy(img->breast_mask, c.mask, (size_t)W * H);
     img->nipple_x = c.nip_x;

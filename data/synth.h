@@ -18,8 +18,15 @@
  *   malignancy rate of the finding's BI-RADS category, which follows from its descriptors.
  *
  * Images are indexed 4*patient + {0: L-CC, 1: L-MLO, 2: R-CC, 3: R-MLO}.  Everything drawn for
- * patient p comes from rng_fork(seed, p) and everything drawn for image i from
- * rng_fork(seed, 2^40 + i), so the output does not depend on the thread count.
+ * patient p comes from rng_fork(seed, p), everything drawn for image i from
+ * rng_fork(seed, 2^40 + i), and a finding's shape from its own seed (drawn with the labels), so
+ * the output does not depend on the thread count or on which images are rendered.
+ *
+ * Typical use:
+ *   SynthConfig cfg; synth_config_default(&cfg); cfg.n_patients = 500;
+ *   synth_write_dataset(&cfg, "out", SYNTH_FMT_ALL, &e);          // files on disk, or
+ *   SynthExam ex; synth_sample_exam(&cfg, p, &ex);                  // labels only
+ *   SynthImage im; synth_render(&cfg, &ex, 1, &im, &e); ...; synth_image_free(&im);
  *
  * Orientation: images are written as acquired and hung: a left breast has its chest wall on the
  * image's left edge (nipple pointing right), a right breast the mirror image.  CC views put the
@@ -165,7 +172,8 @@ typedef struct SynthLesion {
     int x0, y0, x1, y1;       /* box in pixels, [x0, x1) x [y0, y1); tight around the mask
                                  (spicules included; calcifications + 1 mm margin) */
     uint8_t *mask;            /* (y1-y0, x1-x0), 1 = lesion; inside the breast mask */
-    float contrast;           /* mean log-attenuation added inside the mask (signal strength) */
+    float contrast;           /* mean log attenuation the lesion adds inside its mask (signal
+                                 strength; 0 for a focal asymmetry, which is made of tissue) */
 } SynthLesion;
 
 typedef struct SynthImage {
@@ -207,6 +215,10 @@ enum {
     SYNTH_FMT_VQA = 4,        /* images/<id>.png + MammoVQA-Image-{Train,Eval,Bench}.json */
     SYNTH_FMT_ALL = 7
 };
+
+/* "vindr", "cbis", "vqa", "all" or a comma list ("vindr,cbis") -> SYNTH_FMT_* bitmask (for the
+ * CLI); an unknown name gives "synth: unknown format 'x' (vindr, cbis, vqa, all)". */
+int synth_parse_formats(const char *s, int *formats, Err *e);
 
 /* Generates cfg->n_patients exams (in parallel over images) and writes them under out_dir in
  * the formats of the `formats` bitmask.  Returns nonzero with one line in e on an I/O error. */

@@ -83,18 +83,16 @@ static void standardize(float *x, size_t n) {
  * imaginary part that are two independent real fields with power spectrum ~ 1/f^beta, so one
  * inverse transform gives both.  The coefficients are drawn in a fixed (ky, kx) order, each from
  * the shared or the own stream, so the result is a pure function of the two seeds. */
-void synth_powerlaw(float *out1, float *out2, int n, float mmpx, float beta, float f_min, float f_shared,
-                    Rng *shared, Rng *own) {
+int synth_powerlaw(float *out1, float *out2, int n, float mmpx, float beta, float f_min, float f_shared,
+                   Rng *shared, Rng *own) {
     float *z = malloc(sizeof(float) * 2 * (size_t)n * n);
     float *tw = malloc(sizeof(float) * (size_t)n);
     float *col = malloc(sizeof(float) * 2 * (size_t)n);
-    if (!z || !tw || !col) {   /* out of memory: flat fields rather than a crash */
-        memset(out1, 0, sizeof(float) * (size_t)n * n);
-        memset(out2, 0, sizeof(float) * (size_t)n * n);
+    if (!z || !tw || !col) {
         free(z);
         free(tw);
         free(col);
-        return;
+        return 1;
     }
     float df = 1.0f / ((float)n * mmpx);   /* cycles/mm per frequency index */
     for (int ky = 0; ky < n; ky++) {
@@ -121,6 +119,7 @@ void synth_powerlaw(float *out1, float *out2, int n, float mmpx, float beta, flo
     free(z);
     free(tw);
     free(col);
+    return 0;
 }
 
 /* bilinear lookup in a periodic n x n field */
@@ -198,9 +197,12 @@ void synth_anatomy(Canvas *c, const SynthExam *ex, int side, int view, Rng *r) {
     } else {
         /* MLO: nipple at 55-65 % of the height, the upper contour runs into the axilla and off
          * the top edge, the lower one ends at the inframammary fold */
-        c->nip_y = H * synth_uniform(r, 0.55f, 0.64f);
+        /* the vertical extent (axilla to fold) follows the breast's size; a large breast
+         * runs off the bottom of the detector */
+        float V = (hw0 + hw1) * synth_uniform(r, 1.05f, 1.25f);
+        c->nip_y = fminf(V * synth_uniform(r, 0.55f, 0.62f), 0.66f * Hmm) / mm;
         c->b_px[0] = c->nip_y / synth_uniform(r, 0.70f, 0.84f);
-        float lo = fminf(hw1 * synth_uniform(r, 0.75f, 0.95f), Hmm - c->nip_y * mm - 4.0f);
+        float lo = fminf(V - c->nip_y * mm, Hmm - c->nip_y * mm - 4.0f);
         c->b_px[1] = fmaxf(lo, 30.0f) / mm;
         c->n_exp[0] = synth_uniform(r, 1.35f, 1.75f);
         c->n_exp[1] = b->shape_n * synth_uniform(r, 0.92f, 1.08f);
@@ -314,7 +316,13 @@ static float masked_quantile(const float *f, const uint8_t *sel, size_t n, float
     return lo + ((float)b + frac) / sc;
 }
 
-void synth_parenchyma(Canvas *c, const SynthBreast *b, int view, Rng *shared, Rng *r, float contrast) {
+/* glandular share (of g_max) at field excess z over the threshold: a soft step that keeps
+ * rising above it, so dense regions have no flat plateaus */
+static inline float gland_shape(float z, float soft) {
+    return (0.78f + 0.22f * tanhf(0.8f * z)) / (1.0f + expf(-z / soft));
+}
+
+int synth_parenchyma(Canvas *c, const SynthBreast *b, int view, Rng *shared, Rng *r, float contrast) {
     int W = c->W, H = c->H;
     size_t N = (size_t)W * H;
     float mm = c->mmpx;
@@ -325,15 +333,23 @@ void synth_parenchyma(Canvas *c, const SynthBreast *b, int view, Rng *shared, Rn
     if (n < 128) n = 128;
     float *f1 = malloc(sizeof(float) * (size_t)n * n), *f2 = malloc(sizeof(float) * (size_t)n * n);
     uint8_t *sel = malloc(N);
-    if (!f1 || !f2 || !sel) {
+    float *scr = malloc(sizeof(float) * N);
+    if (!f1 || !f2 || !sel || !scr) {
         free(f1);
         free(f2);
         free(sel);
-        return;   /* no texture: gland stays 0 */
+        free(scr);
+        return 1;
     }
     float beta = b->beta + (view == SYNTH_MLO ? 0.1f : 0.0f);
     /* structures up to ~60 mm; below 1/25 mm^-1 shared by the CC and MLO of this breast */
-    synth_powerlaw(f1, f2, n, mm / gs, beta, 1.0f / 60.0f, 1.0f / 25.0f, shared, r);
+    if (synth_powerlaw(f1, f2, n, mm / gs, beta, 1.0f / 60.0f, 1.0f / 25.0f, shared, r)) {
+        free(f1);
+        free(f2);
+        free(sel);
+        free(scr);
+        return 1;
+    }
 
     /* Ducts and the fibrous stroma converge on the nipple: the gland field is read in polar
      * coordinates about the nipple (radial scale 0.55: structures ~1.8x longer along the
@@ -366,13 +382,28 @@ void synth_parenchyma(Canvas *c, const SynthBreast *b, int view, Rng *shared, Rn
     }
     /* band-pass the compartment field (cells of 10-30 mm, doc B3); c->L is free until the
      * base attenuation, the other scratch comes from the heap */
-    float *lo = c->L, *scr = malloc(sizeof(float) * N);
-    if (scr) {
-        memcpy(lo, lig, sizeof(float) * N);
-        synth_blur(lo, scr, W, H, 7.0f / mm);
-        for (size_t i = 0; i < N; i++) lig[i] -= lo[i];
+    float *lo = c->L;
+    memcpy(lo, lig, sizeof(float) * N);
+    if (synth_blur(lo, scr, W, H, 7.0f / mm)) {
+        free(f1);
+        free(f2);
+        free(sel);
         free(scr);
+        return 1;
     }
+    for (size_t i = 0; i < N; i++) lig[i] -= lo[i];
+    /* fine fibrous texture: the gland field's own detail below ~2 mm (high-passed), so dense
+     * regions are not flat where the threshold saturates; kept in c->L until used below */
+    float *fine = lo;
+    memcpy(fine, fld, sizeof(float) * N);
+    if (synth_blur(fine, scr, W, H, 2.0f / mm)) {
+        free(f1);
+        free(f2);
+        free(sel);
+        free(scr);
+        return 1;
+    }
+    for (size_t i = 0; i < N; i++) fine[i] = fld[i] - fine[i];
 
     synth_lesions_field(c, b, fld, contrast);
 
@@ -387,21 +418,44 @@ void synth_parenchyma(Canvas *c, const SynthBreast *b, int view, Rng *shared, Rn
             cnt++;
         }
     float lig_sd = cnt ? (float)sqrt(s2 / (double)cnt) : 1.0f;
+    double f2s = 0;
+    for (size_t i = 0; i < N; i++)
+        if (sel[i]) f2s += (double)fine[i] * fine[i];
+    float fine_sd = cnt ? (float)sqrt(f2s / (double)cnt) + 1e-6f : 1.0f;
+    float fine_amp = synth_uniform(r, 0.08f, 0.15f);
     float soft = synth_uniform(r, 0.3f, 0.5f);
     float lig_w = synth_uniform(r, 0.06f, 0.1f) * lig_sd, lig_amp = synth_uniform(r, 0.05f, 0.12f);
     float tex_amp = synth_uniform(r, 0.25f, 0.45f);
+    /* texture inside the dense regions, independent of the threshold: the band-passed second
+     * field (patches) and the fine detail (fibres) */
+    float *mod = scr;
+    for (size_t i = 0; i < N; i++)
+        mod[i] = (1.0f - tex_amp + tex_amp * (0.5f + 0.5f * tanhf(1.5f * lig[i] / lig_sd))) *
+                 (1.0f + fine_amp * synth_clampf(fine[i] / fine_sd, -2.5f, 2.5f));
+    /* The texture lowers the map, so the plain quantile would undershoot the target: find tau
+     * by bisection such that the final map is dense (g > 1/2) on exactly the fraction pd of the
+     * tissue (every 2nd pixel counted).  g rises with the field, so the fraction falls with tau. */
+    float t_lo = tau - 5.0f, t_hi = tau + 3.0f;
+    for (int it = 0; it < 16; it++) {
+        float t = 0.5f * (t_lo + t_hi);
+        size_t n_sel = 0, n_dense = 0;
+        for (size_t i = 0; i < N; i += 2) {
+            if (!sel[i]) continue;
+            n_sel++;
+            n_dense += gland_shape(fld[i] - t, soft) * mod[i] > 0.5f;
+        }
+        if (n_sel && (float)n_dense > b->pd * (float)n_sel) t_lo = t;
+        else t_hi = t;
+    }
+    tau = 0.5f * (t_lo + t_hi);
     for (size_t i = 0; i < N; i++) {
         if (!c->mask[i]) {
             c->gland[i] = 0.0f;
             continue;
         }
-        float z = fld[i] - tau;
-        float g = 1.0f / (1.0f + expf(-z / soft));
-        /* no flat plateaus: denser where the field keeps rising above the threshold */
-        g *= 0.78f + 0.22f * tanhf(0.8f * z);
-        /* texture inside the dense regions from the band-passed second field, and fibrous
-         * septa (Cooper's ligaments) along its zero crossings, seen mostly in the fat */
-        g *= 1.0f - tex_amp + tex_amp * (0.5f + 0.5f * tanhf(1.5f * lig[i] / lig_sd));
+        float g = gland_shape(fld[i] - tau, soft) * mod[i];
+        /* fibrous septa (Cooper's ligaments) along the zero crossings of the second field,
+         * seen mostly in the fat */
         float ridge = expf(-(lig[i] * lig[i]) / (lig_w * lig_w));
         g += lig_amp * ridge * (1.0f - g);
         c->gland[i] = c->g_max * synth_clampf(g, 0.0f, 1.0f);
@@ -409,6 +463,8 @@ void synth_parenchyma(Canvas *c, const SynthBreast *b, int view, Rng *shared, Rn
     free(f1);
     free(f2);
     free(sel);
+    free(scr);
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */

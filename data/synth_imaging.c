@@ -20,12 +20,12 @@ static float voi(float x) {
     return y <= 0.0f ? 0.0f : tanhf(1.1f * y);
 }
 
-void synth_acquire(Canvas *c, const SynthConfig *cfg, SynthImage *img, Rng *r) {
+int synth_acquire(Canvas *c, const SynthConfig *cfg, SynthImage *img, Rng *r) {
     int W = c->W, H = c->H;
     size_t N = (size_t)W * H;
     float *I = c->tmp, *scr = c->tmp2;
     for (size_t i = 0; i < N; i++) I[i] = c->mask[i] ? expf(-c->L[i]) : 1.0f;
-    synth_blur(I, scr, W, H, cfg->blur_px * synth_uniform(r, 0.8f, 1.2f));
+    if (synth_blur(I, scr, W, H, cfg->blur_px * synth_uniform(r, 0.8f, 1.2f))) return 1;
 
     /* quantum noise: sigma/I = rel at the mean breast signal; cfg->noise is the level of a
      * 0.1 mm detector pixel, and an output pixel averages (mmpx / 0.1)^2 of them */
@@ -65,8 +65,7 @@ void synth_acquire(Canvas *c, const SynthConfig *cfg, SynthImage *img, Rng *r) {
         num[i] = c->mask[i] ? D[i] : 0.0f;
         den[i] = c->mask[i] ? 1.0f : 0.0f;
     }
-    synth_blur(num, scr, W, H, s_us);
-    synth_blur(den, scr, W, H, s_us);
+    if (synth_blur(num, scr, W, H, s_us) || synth_blur(den, scr, W, H, s_us)) return 1;
     for (size_t i = 0; i < N; i++)
         if (c->mask[i] && den[i] > 1e-3f) D[i] += k_us * (D[i] - num[i] / den[i]);
 
@@ -87,4 +86,5 @@ void synth_acquire(Canvas *c, const SynthConfig *cfg, SynthImage *img, Rng *r) {
     }
     img->level_fat = (uint16_t)lrintf(maxv * (base + (1.0f - base) * voi(off)));
     img->level_dense = (uint16_t)lrintf(maxv * (base + (1.0f - base) * voi(gain + off)));
+    return 0;
 }

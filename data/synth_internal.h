@@ -68,12 +68,13 @@ void synth_fft(float *z, int n, const float *tw);
 /* Two independent power-law fields (spectrum ~ 1/f^beta above f_min cycles/mm) on an n x n grid
  * of pixel size `mmpx`: out1, out2 each n*n floats, zero mean, unit variance.  Frequencies below
  * f_shared are drawn from `shared` (the breast's texture stream), the rest from `own`. */
-void synth_powerlaw(float *out1, float *out2, int n, float mmpx, float beta, float f_min,
-                    float f_shared, Rng *shared, Rng *own);
+int synth_powerlaw(float *out1, float *out2, int n, float mmpx, float beta, float f_min,
+                   float f_shared, Rng *shared, Rng *own);
+/* Functions returning int return nonzero only when out of memory. */
 /* Outline, pectoral, masks, skin distance and thickness of one view. */
 void synth_anatomy(Canvas *c, const SynthExam *ex, int side, int view, Rng *r);
 /* Glandular map + fat compartments (needs the anatomy). */
-void synth_parenchyma(Canvas *c, const SynthBreast *b, int view, Rng *shared, Rng *r, float contrast);
+int synth_parenchyma(Canvas *c, const SynthBreast *b, int view, Rng *shared, Rng *r, float contrast);
 /* Base log attenuation from t, gland, skin, nipple and muscle. */
 void synth_base_attenuation(Canvas *c, Rng *r);
 
@@ -86,12 +87,12 @@ void synth_lesions_field(Canvas *c, const SynthBreast *b, float *fld, float cont
 /* Architectural distortion warps the gland map: before the base attenuation. */
 void synth_lesions_tissue(Canvas *c, const SynthBreast *b, float contrast);
 /* Adds every finding of the breast to c->L and fills img->lesions (canonical frame). */
-void synth_lesions_render(Canvas *c, const SynthBreast *b, SynthImage *img, float contrast, float calc_scale);
+int synth_lesions_render(Canvas *c, const SynthBreast *b, SynthImage *img, float contrast, float calc_scale);
 
 /* ---- synth_imaging.c ---- */
 /* Projection to intensity, detector blur, quantum noise, presentation processing and the VOI
  * curve into img->pixels (canonical frame). */
-void synth_acquire(Canvas *c, const SynthConfig *cfg, SynthImage *img, Rng *r);
+int synth_acquire(Canvas *c, const SynthConfig *cfg, SynthImage *img, Rng *r);
 
 /* Two N(0, 1) draws from one Box-Muller pair (rng_normal keeps only one). */
 static inline void synth_normal2(Rng *r, float *z0, float *z1) {
@@ -108,6 +109,6 @@ float synth_uniform(Rng *r, float lo, float hi);
 float synth_clampf(float x, float lo, float hi);
 /* Separable Gaussian blur of an (H, W) float image in place (tmp: H*W scratch); sigma in px.
  * Large sigmas use three box passes. */
-void synth_blur(float *x, float *tmp, int W, int H, float sigma);
+int synth_blur(float *x, float *tmp, int W, int H, float sigma);
 
 #endif

@@ -34,8 +34,11 @@ void synth_lesion_position(const Canvas *c, const SynthFinding *f, float *px, fl
     float n = c->n_exp[up ? 0 : 1], u = fminf(x / c->a_px, 0.98f);
     float hw = c->b_px[up ? 0 : 1] * powf(1.0f - powf(u, n), 1.0f / n);
     float y = synth_clampf(c->nip_y - v * hw * 0.85f, 2.0f, (float)c->H - 3.0f);
-    /* stay inside the tissue: off the skin line and out of the pectoral muscle */
+    /* stay inside the tissue: off the skin line and out of the pectoral muscle (rows near the
+     * ends of the outline may be too short: step towards the nipple row) */
     float margin = 4.0f / c->mmpx;
+    while (fabsf(y - c->nip_y) >= 1.0f && c->edge[(int)y] - pect_edge(c, y) < 4.0f * margin)
+        y += y < c->nip_y ? 1.0f : -1.0f;
     float e = c->edge[(int)y], pe = pect_edge(c, y);
     float lo = pe + margin, hi = e - margin;
     if (lo > hi) x = 0.5f * (pe + e);
@@ -313,7 +316,7 @@ static int calc_particles(const Canvas *c, const SynthFinding *f, Rng *lr, Rng *
 
 /* Mean projected thickness (mm) of a particle over each pixel it touches, 6x6 supersampled and
  * rescaled to its analytic volume so sub-pixel particles keep their signal. */
-static void draw_particle(float *acc, uint8_t *lm, int W, int H, float mmpx, const Particle *q, float amp) {
+static int draw_particle(float *acc, uint8_t *lm, int W, int H, float mmpx, const Particle *q, float amp) {
     const int S = 6;
     float ra = q->ra / mmpx, rb = q->rb / mmpx, hl = q->hl / mmpx;   /* px */
     float cz = 0.5f * (q->ra + q->rb);                                 /* half depth, mm */
@@ -324,14 +327,14 @@ static void draw_particle(float *acc, uint8_t *lm, int W, int H, float mmpx, con
     if (by0 < 0) by0 = 0;
     if (bx1 > W - 1) bx1 = W - 1;
     if (by1 > H - 1) by1 = H - 1;
-    if (bx0 > bx1 || by0 > by1) return;
+    if (bx0 > bx1 || by0 > by1) return 0;
     float ca = cosf(q->ang), sa = sinf(q->ang);
     /* analytic volume (mm^3): ellipsoid + cylinder part */
     double vol = 4.0 / 3.0 * 3.14159265 * q->ra * q->rb * cz + 3.14159265 * q->ra * q->rb * 2.0 * q->hl;
     int bw = bx1 - bx0 + 1, bh = by1 - by0 + 1;
     float loc_small[32 * 32];
     float *loc = bw * bh <= 32 * 32 ? loc_small : malloc(sizeof(float) * (size_t)bw * bh);
-    if (!loc) return;
+    if (!loc) return 1;
     double sum = 0;
     for (int py = 0; py < bh; py++)
         for (int px = 0; px < bw; px++) {
@@ -373,6 +376,7 @@ static void draw_particle(float *acc, uint8_t *lm, int W, int H, float mmpx, con
         }
     }
     if (loc != loc_small) free(loc);
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -479,7 +483,7 @@ static void clip_box(int *x0, int *y0, int *x1, int *y1, int W, int H) {
     if (*y1 > H) *y1 = H;
 }
 
-void synth_lesions_render(Canvas *c, const SynthBreast *b, SynthImage *img, float contrast, float calc_scale) {
+int synth_lesions_render(Canvas *c, const SynthBreast *b, SynthImage *img, float contrast, float calc_scale) {
     int W = c->W, H = c->H;
     float mm = c->mmpx;
     /* At coarse pixels (0.47 mm at 512 px) a 0.3 mm particle is a fraction of a pixel and
@@ -488,7 +492,12 @@ void synth_lesions_render(Canvas *c, const SynthBreast *b, SynthImage *img, floa
     if (calc_scale <= 0.0f) calc_scale = synth_clampf(sqrtf(mm / 0.15f), 1.0f, 2.0f);
     float *acc = c->tmp;   /* (H, W) lesion thickness-weighted attenuation, this finding */
     uint8_t *lm = calloc((size_t)W * H, 1);
-    if (!lm) return;
+    Particle *pp = malloc(sizeof(Particle) * MAX_PARTICLES);
+    if (!lm || !pp) {
+        free(lm);
+        free(pp);
+        return 1;
+    }
     memset(acc, 0, sizeof(float) * (size_t)W * H);
     img->n_lesions = 0;
     for (int k = 0; k < b->n_findings; k++) {
@@ -510,7 +519,8 @@ void synth_lesions_render(Canvas *c, const SynthBreast *b, SynthImage *img, floa
         if (f->type == SYNTH_MASS || f->type == SYNTH_LYMPH_NODE) {
             MassGeom g;
             mass_geometry(c, f, &lr, &vr, &g);
-            float cz = 0.5f * f->size_mm * synth_uniform(&lr, 0.7f, 1.0f);   /* half depth, mm */
+            /* half depth along the beam, mm: compression flattens the lesion a little */
+            float cz = 0.5f * f->size_mm * synth_uniform(&lr, 0.55f, 0.85f);
             float mu_m = f->type == SYNTH_LYMPH_NODE ? 0.97f * MU_MASS : MU_MASS;
             /* lymph node hilum: a fatty notch on one side */
             float hphi = synth_uniform(&lr, 0, 2 * PI_F);
@@ -598,18 +608,21 @@ void synth_lesions_render(Canvas *c, const SynthBreast *b, SynthImage *img, floa
                     if (s > 0.55f) lm[(size_t)y * W + x] = 1;
                 }
         } else {   /* calcifications */
-            Particle *pp = malloc(sizeof(Particle) * MAX_PARTICLES);
-            if (pp) {
-                int np = calc_particles(c, f, &lr, &vr, calc_scale, pp);
-                for (int i = 0; i < np; i++) {
-                    draw_particle(acc, lm, W, H, mm, &pp[i], kf * pp[i].amp * MU_CALC);
-                    float ext = (pp[i].hl + fmaxf(pp[i].ra, pp[i].rb) + 1.0f) / mm;
-                    px0 = (int)fminf((float)px0, floorf(pp[i].x - ext));
-                    py0 = (int)fminf((float)py0, floorf(pp[i].y - ext));
-                    px1 = (int)fmaxf((float)px1, ceilf(pp[i].x + ext));
-                    py1 = (int)fmaxf((float)py1, ceilf(pp[i].y + ext));
+            int np = calc_particles(c, f, &lr, &vr, calc_scale, pp);
+            for (int i = 0; i < np; i++) {
+                if (draw_particle(acc, lm, W, H, mm, &pp[i], kf * pp[i].amp * MU_CALC)) {
+                    free(lm);
+                    free(pp);
+                    return 1;
                 }
-                free(pp);
+                /* a particle centred outside the breast loses its mask below: keep it out of the box */
+                int ix = (int)floorf(pp[i].x), iy = (int)floorf(pp[i].y);
+                if (ix < 0 || iy < 0 || ix >= W || iy >= H || c->mask[(size_t)iy * W + ix] != 1) continue;
+                float ext = (pp[i].hl + fmaxf(pp[i].ra, pp[i].rb) + 1.0f) / mm;
+                px0 = (int)fminf((float)px0, floorf(pp[i].x - ext));
+                py0 = (int)fminf((float)py0, floorf(pp[i].y - ext));
+                px1 = (int)fmaxf((float)px1, ceilf(pp[i].x + ext));
+                py1 = (int)fmaxf((float)py1, ceilf(pp[i].y + ext));
             }
             /* mask: particles dilated by one pixel */
             for (int y = ry0; y < ry1; y++)
@@ -642,8 +655,9 @@ void synth_lesions_render(Canvas *c, const SynthBreast *b, SynthImage *img, floa
                 sig += acc[i];
                 cnt++;
             }
-        if (!cnt) {   /* cannot happen for a position inside the tissue; keep one pixel */
-            int x = (int)cx, y = (int)cy;
+        if (!cnt) {   /* not expected (the centre is in the tissue); keep one tissue pixel */
+            int y = (int)cy, x = (int)cx;
+            while (x > 0 && c->mask[(size_t)y * W + x] != 1) x--;
             lm[(size_t)y * W + x] = 1;
             bx0 = bx1 = x;
             by0 = by1 = y;
@@ -668,8 +682,12 @@ void synth_lesions_render(Canvas *c, const SynthBreast *b, SynthImage *img, floa
         les->contrast = (float)(sig / (double)cnt);
         int bw = bx1 - bx0, bh = by1 - by0;
         les->mask = calloc((size_t)bw * bh, 1);
-        if (les->mask)
-            for (int y = by0; y < by1; y++)
+        if (!les->mask) {
+            free(lm);
+            free(pp);
+            return 1;
+        }
+        for (int y = by0; y < by1; y++)
                 for (int x = bx0; x < bx1; x++) les->mask[(size_t)(y - by0) * bw + (x - bx0)] = lm[(size_t)y * W + x] == 1;
         img->n_lesions++;
 
@@ -681,4 +699,6 @@ void synth_lesions_render(Canvas *c, const SynthBreast *b, SynthImage *img, floa
         }
     }
     free(lm);
+    free(pp);
+    return 0;
 }

@@ -42,7 +42,7 @@ static void rect(Rgb *im, int x0, int y0, int x1, int y1, const uint8_t col[3]) 
 }
 
 /* stb_easy_font quads (x, y, z, rgba per vertex) rasterised as filled rectangles, scale s */
-static void text(Rgb *im, int x, int y, const char *s, float scale, const uint8_t col[3]) {
+static void text_raw(Rgb *im, int x, int y, const char *s, float scale, const uint8_t col[3]) {
     static char buf[40000];
     char tmp[128];
     snprintf(tmp, sizeof tmp, "%s", s);
@@ -57,6 +57,13 @@ static void text(Rgb *im, int x, int y, const char *s, float scale, const uint8_
                 for (int xx = (int)floorf(qx0 * scale); xx < (int)ceilf(qx1 * scale); xx++) put(im, x + xx, y + yy, col);
         }
     }
+}
+
+/* text with a black drop shadow, so captions stay readable on bright tissue */
+static void text(Rgb *im, int x, int y, const char *s, float scale, const uint8_t col[3]) {
+    static const uint8_t black[3] = {0, 0, 0};
+    text_raw(im, x + 1, y + 1, s, scale, black);
+    text_raw(im, x, y, s, scale, col);
 }
 
 int synth_contact_sheet(const SynthConfig *cfg, int n, int cols, int tile_w, const char *png_path, Err *e) {

@@ -560,6 +560,23 @@ static int write_vqa_json(const WCtx *w, const ImgRec *recs, long n_img, Err *e)
 
 /* ------------------------------------------------------------------------------------------ */
 
+int synth_parse_formats(const char *s, int *formats, Err *e) {
+    *formats = 0;
+    const char *p = s;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        if (n == 5 && !strncmp(p, "vindr", 5)) *formats |= SYNTH_FMT_VINDR;
+        else if (n == 4 && !strncmp(p, "cbis", 4)) *formats |= SYNTH_FMT_CBIS;
+        else if (n == 3 && !strncmp(p, "vqa", 3)) *formats |= SYNTH_FMT_VQA;
+        else if (n == 3 && !strncmp(p, "all", 3)) *formats |= SYNTH_FMT_ALL;
+        else return err_set(e, "synth: unknown format '%.*s' (vindr, cbis, vqa, all)", (int)n, p);
+        p += n;
+        if (*p == ',') p++;
+    }
+    if (!*formats) return err_set(e, "synth: no format given (vindr, cbis, vqa, all)");
+    return 0;
+}
+
 static void progress_line(const SynthConfig *cfg, long done, long total, double t0) {
     if (cfg->progress) {
         cfg->progress(cfg->progress_ud, done, total);

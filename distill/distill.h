@@ -57,8 +57,11 @@
  * B x B losses, and the gather's backward hands each rank its own rows (times R, because
  * dist_allreduce_grads averages).  Cross-entropies are weighted by each rank's share of the
  * labelled rows, so the averaged gradient is the global mean.
- * Batch norm: LOCAL batch statistics (each rank normalises with its own shard's mean/variance,
- * as DataParallel / DDP without SyncBatchNorm); the running buffers are averaged over ranks after
+ * Batch norm: by default LOCAL batch statistics (each rank normalises with its own shard's
+ * mean/variance, as DataParallel / DDP without SyncBatchNorm); with student.sync_bn: true the
+ * statistics of the global batch (op_batchnorm_sync: per-channel moments all-gathered in the
+ * forward, sum(dy) and sum(dy*xhat) in the backward), so R ranks x B/R reproduce 1 rank x B in
+ * train mode too.  The running buffers are averaged over ranks after
  * every step (one all-reduce of the small buffer block), so all replicas and the checkpoint
  * written by rank 0 hold the same running statistics, and resume is exact for any world size.
  * (The batch relations themselves are global, see above; with a per-rank batch of 7 for the
@@ -127,6 +130,7 @@ typedef struct DistillConfig {
     int image_size;
     float head_dropout;
     int train_mode;                  /* 0: student in eval mode */
+    int sync_bn;                     /* 1: synchronised batch norm over MPI ranks */
     const char *init_path;           /* "" or an HDF5 state dict with lukemelas names */
     int n_heads;
     DistillHead heads[DISTILL_MAX_HEADS];
@@ -218,7 +222,9 @@ typedef struct ProbeTask {
     char name[64];
     int n_classes;
     long n_train, n_test;              /* samples with a label */
-    double knn_bacc, top1, logreg_bacc, chance;
+    double knn_bacc, top1, logreg_bacc;
+    double chance;                     /* balanced accuracy by chance: 1 / classes in the test set */
+    double top1_chance;                /* top-1 of a random neighbour: sum_k p_train(k) p_test(k) */
 } ProbeTask;
 
 typedef struct ProbeResult {

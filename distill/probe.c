@@ -299,6 +299,13 @@ int distill_probe(const Config *cfg, Ctx *c, ProbeResult *r, Err *e) {
         pt->n_train = (long)ntr;
         pt->n_test = (long)nte;
         pt->chance = present ? 1.0 / present : 0;
+        pt->top1_chance = 0;
+        for (int cl = 0; cl < C; cl++) {
+            double ptr = 0, pte = 0;
+            for (size_t i = 0; i < ntr; i++) ptr += ytr[i] == cl;
+            for (size_t i = 0; i < nte; i++) pte += yte[i] == cl;
+            pt->top1_chance += (ptr / (double)ntr) * (pte / (double)nte);
+        }
         knn(tr, ytr, ntr, te, yte, nte, F, C, d.probe_k, &pt->knn_bacc, &pt->top1);
         pt->logreg_bacc = logreg(tr, ytr, ntr, te, yte, nte, F, C, d.probe_l2);
         r->n_tasks++;
@@ -314,9 +321,9 @@ int distill_probe(const Config *cfg, Ctx *c, ProbeResult *r, Err *e) {
         for (int i = 0; i < r->n_tasks; i++) {
             const ProbeTask *pt = &r->task[i];
             fprintf(f, "%s\n  {\"task\": \"%s\", \"classes\": %d, \"train\": %ld, \"test\": %ld, \"knn_bacc\": %.6f, "
-                       "\"top1\": %.6f, \"logreg_bacc\": %.6f, \"chance\": %.6f}",
+                       "\"top1\": %.6f, \"logreg_bacc\": %.6f, \"chance\": %.6f, \"top1_chance\": %.6f}",
                     i ? "," : "", pt->name, pt->n_classes, pt->n_train, pt->n_test, pt->knn_bacc, pt->top1, pt->logreg_bacc,
-                    pt->chance);
+                    pt->chance, pt->top1_chance);
         }
         fprintf(f, "\n]}\n");
         fclose(f);

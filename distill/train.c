@@ -23,6 +23,8 @@ const CfgSpec DISTILL_KEYS[] = {
     {"student.drop_connect", CFG_FLOAT, "0.2", "drop-connect rate of the last block (scaled by block index)"},
     {"student.dropout", CFG_FLOAT, "0.0", "dropout on the pooled feature before the heads"},
     {"student.train_mode", CFG_BOOL, "true", "false: eval mode (BN running statistics, no dropout / drop-connect)"},
+    {"student.sync_bn", CFG_BOOL, "false", "mpirun: batch norm with the global batch's statistics (SyncBatchNorm); "
+                                           "false: each rank's own shard (DDP's default)"},
     {"student.init", CFG_STR, "", "HDF5 state dict with lukemelas names to start from (e.g. converted ImageNet "
                                   "weights, or a distill checkpoint); empty: random init"},
     {"heads.names", CFG_LIST, "[birads, density]", "supervised heads (state-dict names heads.<name>)"},
@@ -116,6 +118,7 @@ int distill_config_from(const Config *cfg, DistillConfig *d, Err *e) {
     d->net.drop_connect = (float)cfg_get_float(cfg, "student.drop_connect", 0.2, e);
     d->head_dropout = (float)cfg_get_float(cfg, "student.dropout", 0.0, e);
     d->train_mode = cfg_get_bool(cfg, "student.train_mode", 1, e);
+    d->sync_bn = cfg_get_bool(cfg, "student.sync_bn", 0, e);
     d->init_path = cfg_get_str(cfg, "student.init", "");
     /* heads: parallel lists */
     size_t nh = cfg_has(cfg, "heads.names") ? cfg_list_len(cfg, "heads.names") : 0;
@@ -343,7 +346,7 @@ static int load_backbone(const char *path, const DistillModel *m, ParamStore *ds
 /* ------------------------------------------------------------------------------------------ */
 /* teacher features file */
 
-static float *read_2d(hid_t f, const char *name, size_t *n, size_t *d, Err *e, const char *path) {
+static float *read_2d(hid_t f, const char *name, size_t n_expected, size_t *n, size_t *d, Err *e, const char *path) {
     hid_t ds = H5Dopen2(f, name, H5P_DEFAULT);
     if (ds < 0) {
         err_set(e, "%s: missing dataset '/%s' (not a versa extract file?)", path, name);
@@ -362,6 +365,16 @@ static float *read_2d(hid_t f, const char *name, size_t *n, size_t *d, Err *e, c
     H5Sclose(sp);
     *n = dims[0];
     *d = nd == 2 ? dims[1] : 1;
+    /* sizes from the file, checked before allocating (n * d could overflow): the row count must
+     * be the prepared file's (itself at most 2^24), a feature at most 2^16 wide */
+    if (*n != n_expected || *d > ((size_t)1 << 16)) {
+        H5Dclose(ds);
+        if (*n != n_expected)
+            err_set(e, "%s: '/%s' has %zu rows but the prepared file has %zu samples (features of another dataset?)", path,
+                    name, *n, n_expected);
+        else err_set(e, "%s: '/%s' has %zu values per row (at most 65536)", path, name, *d);
+        return NULL;
+    }
     float *x = malloc((*n * *d + 1) * sizeof(float));
     if (!x || H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x) < 0) {
         free(x);
@@ -384,8 +397,8 @@ int teacher_features_load(const char *path, int which, size_t n_expected, Teache
     size_t pn[3], pd[3], sn, sd;
     int rc = 1;
     for (int k = 0; k < nparts; k++)
-        if (!(part[k] = read_2d(f, names[k], &pn[k], &pd[k], e, path))) goto out;
-    if (!(sample = read_2d(f, "sample", &sn, &sd, e, path))) goto out;
+        if (!(part[k] = read_2d(f, names[k], n_expected, &pn[k], &pd[k], e, path))) goto out;
+    if (!(sample = read_2d(f, "sample", n_expected, &sn, &sd, e, path))) goto out;
     for (int k = 0; k < nparts; k++)
         if (pn[k] != n_expected) {
             err_set(e, "%s: '/%s' has %zu rows but the prepared file has %zu samples (features of another dataset?)", path,
@@ -400,6 +413,11 @@ int teacher_features_load(const char *path, int which, size_t n_expected, Teache
     for (int k = 0; k < nparts; k++) tf->dim += pd[k];
     tf->x = malloc((tf->n * tf->dim + 1) * sizeof(float));
     uint8_t *seen = calloc(tf->n + 1, 1);
+    if (!tf->x || !seen) {
+        free(seen);
+        err_set(e, "%s: out of memory for %zu x %zu teacher features", path, tf->n, tf->dim);
+        goto out;
+    }
     /* row r of the file is prepared sample `sample[r]`: store features by sample index */
     for (size_t r = 0; r < tf->n; r++) {
         float s = sample[r];
@@ -718,6 +736,7 @@ int distill_train(const Config *cfg, int resume, Ctx *c, DistillRunResult *res, 
         params_zero_grad(&ps);
         if (buf_saved) memcpy(buf_saved, ps.buf, ps.n_buf * sizeof(float));
         const size_t Hh = (size_t)d.image_size;
+        if (train_inject_nan_step() == it + 1) bt->image[0] = NAN;   /* test-only (engine/train.h) */
         Tensor *x = tensor_wrap(c, bt->image, 4, TSHAPE(B, 3, Hh, Hh));
         /* labels mapped through the class maps; gathered for the label-aware targets */
         for (size_t j = 0; j < B; j++)
@@ -742,8 +761,9 @@ int distill_train(const Config *cfg, int resume, Ctx *c, DistillRunResult *res, 
         if (W > 1 && H > 0) dist_allreduce_sum_double(c, cnt, (size_t)H);
 
         /* ---- forward ---- */
-        const int prev_train = c->training;
+        const int prev_train = c->training, prev_sync = c->sync_bn;
         c->training = d.train_mode;
+        c->sync_bn = d.sync_bn;
         DistillOut o1 = distill_model_forward(c, &model, x), o2 = o1;
         if (two_pass) {
             Tensor *xl = x;   /* released quirk Q3: the "low-res" input is the same image */
@@ -754,6 +774,7 @@ int distill_train(const Config *cfg, int resume, Ctx *c, DistillRunResult *res, 
             o2 = distill_model_forward(c, &model, xl);
         }
         c->training = prev_train;
+        c->sync_bn = prev_sync;
         StepStats st;
         memset(&st, 0, sizeof st);
         Tensor *total_t = NULL;
@@ -819,11 +840,12 @@ int distill_train(const Config *cfg, int resume, Ctx *c, DistillRunResult *res, 
 
         /* ---- gradients over ranks, metrics, NaN guard, update ---- */
         dist_allreduce_grads(c, &ps);
-        /* BN: local batch statistics; the running buffers are averaged over ranks every step */
+        /* BN: local batch statistics (or the global ones, student.sync_bn); the running buffers
+         * are averaged over ranks every step (with sync_bn they are already equal) */
         if (W > 1) dist_allreduce_mean(c, ps.buf, ps.n_buf);
         /* the norm before clipping; NaN/Inf here stops (or skips) the step like a bad loss */
         const double gnorm = d.clip > 0 ? clip_grad_norm(&ps, d.clip) : grad_global_norm(&ps);
-        Metric m[6 + 2 * DISTILL_MAX_HEADS];
+        Metric m[7 + 2 * DISTILL_MAX_HEADS];
         char mnames[2 * DISTILL_MAX_HEADS][64];
         int nm = 0;
         m[nm++] = (Metric){"loss", st.total};
@@ -838,6 +860,7 @@ int distill_train(const Config *cfg, int resume, Ctx *c, DistillRunResult *res, 
         }
         m[nm++] = (Metric){"grad_norm", gnorm};
         m[nm++] = (Metric){"lr", lr};
+        if (d.skip_bad_images) m[nm++] = (Metric){"bad_images", (double)bt->n_skipped};   /* replaced so far */
         const char *bad = NULL;
         if (train_metrics_bad(&t, m, nm, &bad)) {
             if (d.nan_skip) {

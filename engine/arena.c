@@ -97,3 +97,12 @@ void arena_release(Arena *a, ArenaMark m) {
     }
     a->used = m.used;
 }
+
+int arena_since_mark(const Arena *a, ArenaMark m, const void *p) {
+    const char *q = p;
+    for (ArenaChunk *ch = m.chunk ? m.chunk : a->head; ch; ch = ch->next) {
+        size_t from = ch == m.chunk ? m.off : 0;
+        if (q >= ch->mem + from && q < ch->mem + ch->cap) return 1;
+    }
+    return 0;
+}

@@ -63,6 +63,8 @@ typedef struct ArenaMark {
 } ArenaMark;
 ArenaMark arena_mark(const Arena *a);
 void arena_release(Arena *a, ArenaMark m);
+/* 1 when p points into memory handed out after mark m (what arena_release(a, m) gives back) */
+int arena_since_mark(const Arena *a, ArenaMark m, const void *p);
 
 /* ------------------------------------------------------------------------------------------ */
 /* RNG: Philox4x32-10, counter based.  The whole state is (seed, counter), saved in checkpoints,
@@ -134,6 +136,8 @@ struct Ctx {
     /* activation-gradient buffers that backward has finished with (their tensor's node ran),
      * reused by tensor_grad for later gradients of the same step; emptied by ctx_step_begin */
     void *grad_free;
+    int sync_bn;                 /* training-mode batch norm uses the global batch's statistics
+                                  * over all MPI ranks (op_batchnorm_sync); 0: each rank's own */
 };
 
 void ctx_init(Ctx *c, uint64_t seed);
@@ -170,6 +174,9 @@ float *tensor_grad(Ctx *c, Tensor *t);   /* the gradient buffer, allocated zeroe
  * arena_release, which must not leave any of it on the recycled list. */
 float *ctx_scratch(Ctx *c, size_t n);
 void ctx_scratch_release(Ctx *c, float *p, size_t n);
+/* Drops recycled buffers that lie after mark m from the list, before arena_release(&c->step, m)
+ * (op_checkpoint's backward releases the memory of its recomputed segment). */
+void ctx_scratch_forget_since(Ctx *c, ArenaMark m);
 
 /* ---- views: free, share data; recorded on the tape so gradients flow ---- */
 Tensor *op_reshape(Ctx *c, Tensor *x, int ndim, const size_t *shape); /* contiguous x only; one
@@ -194,6 +201,18 @@ Node *op_record(Ctx *c, const char *op, BackwardFn bw, Tensor *out, Tensor *cons
 void backward(Ctx *c, Tensor *loss);
 /* Same walk, seeded with d(out) = grad_out (out->numel floats); used by gradient checks. */
 void backward_from(Ctx *c, Tensor *out, const float *grad_out);
+
+/* Activation recomputation ("gradient checkpointing", engine/op_checkpoint.c).
+ * y = op_checkpoint(c, fn, x, arg) returns fn(c, x, arg), but runs fn without recording, keeps
+ * only x and y, and gives fn's intermediates back to the arena at once.  Its backward reruns fn
+ * with the same c->rng state (drop-path draws the same masks) on a sub-tape, backpropagates
+ * d(y) through it into x and into every parameter fn reads, then releases the rerun's memory:
+ * per segment, the memory held until backward is its input instead of all its activations,
+ * for one extra forward of the segment.  fn must map x to a tensor of x's shape (a transformer
+ * block), depend only on x, arg, parameters and c->rng, and compute the same numbers with and
+ * without grad mode.  Without grad mode, or when x needs no gradient, it is plain fn(c, x, arg). */
+typedef Tensor *(*SegmentFn)(Ctx *c, Tensor *x, const void *arg);
+Tensor *op_checkpoint(Ctx *c, SegmentFn fn, Tensor *x, const void *arg);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Ops.  Each op: forward here, backward kernel beside it, a finite-difference check in
@@ -257,6 +276,13 @@ Tensor *op_l2_normalize(Ctx *c, Tensor *x, float eps); /* last dim, x / max(||x|
  * eval uses the running buffers. */
 Tensor *op_batchnorm(Ctx *c, Tensor *x, Tensor *w, Tensor *b, float *running_mean,
                      float *running_var, float momentum, float eps);
+/* silu(op_batchnorm(...)) as one op that does not store the BN output (the same numbers to an ulp) */
+Tensor *op_batchnorm_silu(Ctx *c, Tensor *x, Tensor *w, Tensor *b, float *running_mean,
+                          float *running_var, float momentum, float eps);
+/* the same over all MPI ranks (SyncBatchNorm; engine/op_batchnorm_sync.c): op_batchnorm calls it
+ * when c->sync_bn && c->training && c->world > 1 */
+Tensor *op_batchnorm_sync(Ctx *c, Tensor *x, Tensor *w, Tensor *b, float *running_mean,
+                          float *running_var, float momentum, float eps);
 
 /* convolution and pooling, NCHW (engine/op_conv.c, engine/op_pool.c) */
 typedef struct Conv2dArgs {

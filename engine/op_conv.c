@@ -451,6 +451,11 @@ static inline void taps_block8(const float *src, const size_t *off, const float 
     memcpy(out + q, &a0, sizeof a0);
 }
 
+#if defined(__AVX2__) && defined(__FMA__)
+static void taps_tail_acc(const float *src, const size_t *off, const float *wts, size_t n, size_t q0, size_t r,
+                          float *out);
+#endif
+
 static void taps_row(const float *src, const size_t *off, const float *wts, size_t n, float init, size_t width,
                      float *out) {
     if (width >= 8) {
@@ -466,17 +471,65 @@ static void taps_row(const float *src, const size_t *off, const float *wts, size
         }
         if (q < width) taps_block8(src, off, wts, n, init, width - 8, out);   /* overlapping tail */
     } else {
+#if defined(__AVX2__) && defined(__FMA__)
+        for (size_t q = 0; q < width; q++) out[q] = init;   /* one masked chain from init */
+        taps_tail_acc(src, off, wts, n, 0, width, out);
+#else
         for (size_t q = 0; q < width; q++) {
             float a = init;
-#if defined(__FMA__)
-            for (size_t i = 0; i < n; i++) a = fmaf(wts[i], src[off[i] + q], a);
-#else
             for (size_t i = 0; i < n; i++) a = wts[i] * src[off[i] + q] + a;
-#endif
             out[q] = a;
         }
+#endif
     }
 }
+
+#if defined(__AVX2__) && defined(__FMA__)
+/* out[q0 + j] += sum_i wts[i] * src[off[i] + q0 + j] for j < r (1..31) with masked loads and
+ * stores: as many 8-lane chains as the r outputs need (masked-off lanes are never touched) */
+static inline __m256i lane_mask(int r) {   /* lanes j < r */
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+static void taps_tail_acc(const float *src, const size_t *off, const float *wts, size_t n, size_t q0, size_t r,
+                          float *out) {
+    float *o = out + q0;
+    if (r <= 8) {
+        const __m256i m0 = lane_mask((int)r);
+        __m256 a0 = _mm256_maskload_ps(o, m0);
+        for (size_t i = 0; i < n; i++)
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(wts[i]), _mm256_maskload_ps(src + off[i] + q0, m0), a0);
+        _mm256_maskstore_ps(o, m0, a0);
+    } else if (r <= 16) {
+        const __m256i m1 = lane_mask((int)r - 8);
+        __m256 a0 = _mm256_loadu_ps(o), a1 = _mm256_maskload_ps(o + 8, m1);
+        for (size_t i = 0; i < n; i++) {
+            const float *sp = src + off[i] + q0;
+            const __m256 wv = _mm256_set1_ps(wts[i]);
+            a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(sp), a0);
+            a1 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(sp + 8, m1), a1);
+        }
+        _mm256_storeu_ps(o, a0);
+        _mm256_maskstore_ps(o + 8, m1, a1);
+    } else {
+        const __m256i m2 = lane_mask((int)r - 16), m3 = lane_mask((int)r - 24);
+        __m256 a0 = _mm256_loadu_ps(o), a1 = _mm256_loadu_ps(o + 8);
+        __m256 a2 = _mm256_maskload_ps(o + 16, m2), a3 = _mm256_maskload_ps(o + 24, m3);
+        for (size_t i = 0; i < n; i++) {
+            const float *sp = src + off[i] + q0;
+            const __m256 wv = _mm256_set1_ps(wts[i]);
+            a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(sp), a0);
+            a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(sp + 8), a1);
+            a2 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(sp + 16, m2), a2);
+            a3 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(sp + 24, m3), a3);
+        }
+        _mm256_storeu_ps(o, a0);
+        _mm256_storeu_ps(o + 8, a1);
+        _mm256_maskstore_ps(o + 16, m2, a2);
+        _mm256_maskstore_ps(o + 24, m3, a3);
+    }
+}
+#endif
 
 /* out[q] += sum_i wts[i] * src[off[i] + q] for q in [0, width): taps_row accumulating into what
  * out holds (blocks cannot overlap here, so the last few outputs take the scalar path) */
@@ -498,11 +551,13 @@ static void taps_row_acc(const float *src, const size_t *off, const float *wts, 
         memcpy(out + q + 16, &a2, sizeof a2);
         memcpy(out + q + 24, &a3, sizeof a3);
     }
-    for (; q + 8 <= width; q += 8) {
-        v8f a0 = v8_load(out + q);
-        for (size_t i = 0; i < n; i++) a0 = v8_fma(v8_splat(wts[i]), v8_load(src + off[i] + q), a0);
-        memcpy(out + q, &a0, sizeof a0);
+#if defined(__AVX2__) && defined(__FMA__)
+    if (q < width) {
+        /* the last 1..31 outputs: masked loads and stores, the same FMAs per lane */
+        taps_tail_acc(src, off, wts, n, q, width - q, out);
+        return;
     }
+#endif
     for (; q < width; q++) {
         float a = out[q];
 #if defined(__FMA__)
@@ -549,13 +604,43 @@ static void dw_forward(Ctx *c, const ConvGeom *g, const DwPad *p, const float *x
 
 typedef struct DwBack {
     size_t LP, OW8, dys;     /* leading zeros, dW row length, widened row stride */
+    /* dX gather tables, the same for every plane of the layer: padded row pt + ih, phase ph
+     * (entry e = ih * s + ph) sums n_taps[e] taps; tap j is kernel element tap_k[e * ntap + j]
+     * read at widened-dy offset tap_off[e * ntap + j] */
+    size_t *tap_off;         /* (H * s, ntap) */
+    uint8_t *tap_k;          /* (H * s, ntap) */
+    uint8_t *n_taps;         /* (H * s) */
 } DwBack;
 
-static DwBack dw_back_geom(const ConvGeom *g, const DwPad *p) {
+static DwBack dw_back_geom(Ctx *c, const ConvGeom *g, const DwPad *p) {
     DwBack b;
     b.LP = ((g->KW - 1) * (size_t)g->dw) / p->s;
     b.OW8 = (g->OW + 7) & ~(size_t)7;
     b.dys = b.LP + (p->Wq > b.OW8 ? p->Wq : b.OW8);
+    /* built once per layer: the divisions below cost more than a small plane's FMAs */
+    size_t ne = g->H * p->s;
+    b.tap_off = arena_alloc(&c->step, ne * p->ntap * sizeof(size_t));
+    b.tap_k = arena_alloc(&c->step, ne * p->ntap);
+    b.n_taps = arena_alloc(&c->step, ne);
+    for (size_t ih = 0; ih < g->H; ih++) {
+        size_t r = ih + (size_t)g->pt;
+        for (size_t ph = 0; ph < p->s; ph++) {
+            size_t e = ih * p->s + ph, n = 0;
+            for (size_t kh = 0; kh < g->KH; kh++) {
+                long rr = (long)r - (long)kh * g->dh;
+                if (rr < 0 || rr % g->sh || (size_t)(rr / g->sh) >= g->OH) continue;
+                size_t oh = (size_t)(rr / g->sh);
+                for (size_t kw = 0; kw < g->KW; kw++) {
+                    size_t o = kw * (size_t)g->dw;
+                    if (o % p->s != ph) continue;
+                    b.tap_off[e * p->ntap + n] = oh * b.dys + b.LP - o / p->s;
+                    b.tap_k[e * p->ntap + n] = (uint8_t)(kh * g->KW + kw);
+                    n++;
+                }
+            }
+            b.n_taps[e] = (uint8_t)n;
+        }
+    }
     return b;
 }
 
@@ -620,24 +705,15 @@ static void dw_plane_dweight(const ConvGeom *g, const DwPad *p, const DwBack *b,
  * padded, phase-split buffer `buf` (every phase, all Wq) first, then its interior is added to dx. */
 static void dw_plane_dinput(const ConvGeom *g, const DwPad *p, const DwBack *b, const float *dyp, const float *k,
                             float *buf, float *dx) {
-    size_t off[DW_MAX_TAPS];
     float wts[DW_MAX_TAPS];
-    for (size_t r = (size_t)g->pt; r < (size_t)g->pt + g->H; r++) {
+    for (size_t ih = 0; ih < g->H; ih++) {
         for (size_t ph = 0; ph < p->s; ph++) {
-            size_t n = 0;
-            for (size_t kh = 0; kh < g->KH; kh++) {
-                long rr = (long)r - (long)kh * g->dh;
-                if (rr < 0 || rr % g->sh || (size_t)(rr / g->sh) >= g->OH) continue;
-                size_t oh = (size_t)(rr / g->sh);
-                for (size_t kw = 0; kw < g->KW; kw++) {
-                    size_t o = kw * (size_t)g->dw;
-                    if (o % p->s != ph) continue;
-                    off[n] = oh * b->dys + b->LP - o / p->s;
-                    wts[n++] = k[kh * g->KW + kw];
-                }
-            }
-            if (p->s == 1) taps_row_acc(dyp + g->pl, off, wts, n, g->W, dx + (r - (size_t)g->pt) * g->W);
-            else taps_row(dyp, off, wts, n, 0.0f, p->Wq, buf + r * p->row + ph * p->Wq);
+            size_t e = ih * p->s + ph, n = b->n_taps[e];
+            const size_t *off = b->tap_off + e * p->ntap;
+            const uint8_t *tk = b->tap_k + e * p->ntap;
+            for (size_t j = 0; j < n; j++) wts[j] = k[tk[j]];
+            if (p->s == 1) taps_row_acc(dyp + g->pl, off, wts, n, g->W, dx + ih * g->W);
+            else taps_row(dyp, off, wts, n, 0.0f, p->Wq, buf + (ih + (size_t)g->pt) * p->row + ph * p->Wq);
         }
     }
     if (p->s != 1) dw_unpad_add(g, p, buf, dx);
@@ -647,7 +723,7 @@ static void dw_plane_dinput(const ConvGeom *g, const DwPad *p, const DwBack *b, 
 static void dw_backward(Ctx *c, const ConvGeom *g, const DwPad *p, const float *x, const float *w,
                         const float *dy, float *dx, float *dw) {
     int nt = omp_get_max_threads();
-    DwBack b = dw_back_geom(g, p);
+    DwBack b = dw_back_geom(c, g, p);
     size_t pf = p->Hp * p->row + DW_SLACK, HW = g->H * g->W, OHW = g->OH * g->OW, KK = g->KH * g->KW;
     size_t df = g->OH * b.dys;
     float *bufs = ctx_scratch(c, (size_t)nt * pf);   /* (nt, Hp*s*Wq + slack): x */

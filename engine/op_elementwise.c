@@ -11,6 +11,7 @@
  * reduce_sum_strided, which sums in double in a fixed order (deterministic for any thread count).
  */
 #include "engine.h"
+#include "simd.h"
 #include <string.h>
 
 /* below this many elements a parallel region costs more than it saves */
@@ -350,6 +351,59 @@ static void add_backward(Ctx *c, Node *n) {
     if (b->requires_grad) grad_reduce(out, b, tensor_grad(c, b), out->grad, sign_b);
 }
 
+/* How x broadcasts against out, for the fused product-reductions of mul_backward: 1 when x is
+ * out's leading dims followed by ones (a per-channel gate (N, C, 1, 1) on (N, C, H, W)): gx[r] sums
+ * a contiguous run of `inner`; 2 when x is out's trailing dims (LayerScale (C) on (B, T, C)): gx[j]
+ * sums a column; 0 otherwise.  *inner = elements of out per element of x (case 1) or x's numel. */
+static int bcast_kind(const Tensor *out, const Tensor *x, size_t *inner) {
+    int nd = out->ndim, off = nd - x->ndim;
+    if (off < 0 || x->numel == 0) return 0;
+    int k = nd;   /* case 1: dims [0, k) match, [k, nd) are 1 in x */
+    while (k > 0 && k - 1 >= off && x->shape[k - 1 - off] == 1 && out->shape[k - 1] != 1) k--;
+    int lead = off == 0;
+    for (int d = 0; d < k && lead; d++) lead = x->shape[d - off] == out->shape[d];
+    if (lead && k < nd) {
+        *inner = out->numel / x->numel;
+        return 1;
+    }
+    int d0 = off;   /* case 2: x's leading dims are 1, the rest match out's trailing dims */
+    while (d0 < nd && x->shape[d0 - off] == 1) d0++;
+    for (int d = d0; d < nd; d++)
+        if (x->shape[d - off] != out->shape[d]) return 0;
+    *inner = x->numel;
+    return 2;
+}
+
+/* gx += reduce(g * y) without a full-size temporary, for the two broadcasts above; y contiguous in
+ * out's shape.  Each gx element is one sum in double in a fixed order (any thread count). */
+static int grad_mul_reduce(const Tensor *out, const Tensor *y, const Tensor *x, float *gx) {
+    size_t inner;
+    int kind = bcast_kind(out, x, &inner);
+    if (!kind || y->numel != out->numel || !tensor_is_contiguous(y)) return 0;
+    const float *g = out->grad, *yv = y->data;
+    size_t n = out->numel;
+    if (kind == 1) {
+        size_t rows = x->numel;   // gx (rows); g, y (rows, inner)
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+        for (size_t r = 0; r < rows; r++) gx[r] += (float)simd_dot_f64(g + r * inner, yv + r * inner, inner);
+    } else {
+        size_t cols = inner, rows = n / cols;   // gx (cols); g, y (rows, cols)
+        const size_t CB = 64;
+        size_t nblk = (cols + CB - 1) / CB;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+        for (size_t b = 0; b < nblk; b++) {
+            size_t j0 = b * CB, len = cols - j0 < CB ? cols - j0 : CB;
+            double acc[64] = {0};   // (len) column sums, rows in order
+            for (size_t r = 0; r < rows; r++) {
+                const float *gr = g + r * cols + j0, *yr = yv + r * cols + j0;
+                for (size_t j = 0; j < len; j++) acc[j] += (double)gr[j] * yr[j];
+            }
+            for (size_t j = 0; j < len; j++) gx[j0 + j] += (float)acc[j];
+        }
+    }
+    return 1;
+}
+
 /* gx += reduce(g OP y), y read through its data strides; fused when x is not broadcast */
 static void grad_times(Ctx *c, int op, const Tensor *out, Tensor *x, const Tensor *y) {
     ptrdiff_t so[VT_MAX_DIMS], sy[VT_MAX_DIMS];
@@ -360,6 +414,7 @@ static void grad_times(Ctx *c, int op, const Tensor *out, Tensor *x, const Tenso
         binary_apply(op, 1, out->ndim, out->shape, gx, out->grad, so, y->data, sy);
         return;
     }
+    if (op == BIN_MUL && grad_mul_reduce(out, y, x, gx)) return;
     float *tmp = ctx_scratch(c, out->numel);  // (out shape)
     binary_apply(op, 0, out->ndim, out->shape, tmp, out->grad, so, y->data, sy);
     grad_reduce(out, x, gx, tmp, 1.0f);

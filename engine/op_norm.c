@@ -13,6 +13,13 @@
 #include <math.h>
 #include <string.h>
 
+/* the fused batchnorm+SiLU vectorises its sigmoid through libmvec's expf, declared as in
+ * op_activation.c (glibc declares the SIMD variants only under -ffast-math) */
+#if defined(__x86_64__) && defined(__GLIBC__) && !defined(__FAST_MATH__) && \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
+__attribute__((simd("notinbranch"), const)) float expf(float);
+#endif
+
 /* below this many elements a parallel region costs more than the work */
 #define NORM_OMP_MIN 16384
 
@@ -332,8 +339,18 @@ static void batchnorm_stats(float *mean, float *var, const float *inp, size_t N,
     }
 }
 
+/* one normalised value; the fused batchnorm+SiLU backward recomputes it with this same expression,
+ * so it matches the forward bit for bit */
+static inline float bn_affine(float x, float scale, float shift) { return x * scale + shift; }
+
+/* the same sigmoid and SiLU derivative as op_activation.c's op_silu, so the fused op equals the
+ * composition op_silu(op_batchnorm(x)) up to the last-ulp differences of vector vs scalar expf
+ * (which elements take the vector body depends on the plane size only, not the thread count) */
+static inline float bn_sigmoidf(float v) { return 1.0f / (1.0f + expf(-v)); }
+
+/* silu: then SiLU in place on each plane while it is in cache */
 static void batchnorm_apply(float *out, const float *inp, const float *mean, const float *rstd, const float *weight,
-                            const float *bias, size_t N, size_t C, size_t S) {
+                            const float *bias, size_t N, size_t C, size_t S, int silu) {
     // out, inp: (N, C, S); mean, rstd, weight, bias: (C)
 #pragma omp parallel for schedule(static) if (N * C * S >= NORM_OMP_MIN)
     for (size_t p = 0; p < N * C; p++) {
@@ -343,21 +360,45 @@ static void batchnorm_apply(float *out, const float *inp, const float *mean, con
         /* fold the affine into one multiply-add per element */
         float scale = rstd[ch] * (weight ? weight[ch] : 1.0f);
         float shift = (bias ? bias[ch] : 0.0f) - mean[ch] * scale;
-        for (size_t k = 0; k < S; k++) y[k] = x[k] * scale + shift;
+        for (size_t k = 0; k < S; k++) y[k] = bn_affine(x[k], scale, shift);
+        if (silu)
+            for (size_t k = 0; k < S; k++) y[k] = y[k] * bn_sigmoidf(y[k]);
+    }
+}
+
+/* The fused batchnorm+SiLU backward: the gradient at the BN output, dz = g * silu'(z) with z
+ * recomputed from x, is written plane by plane just before the plane is summed (while it is in
+ * cache) into dz, which then serves as dout. */
+typedef struct SiluGrad {
+    const float *g;      // (N, C, S) gradient at the SiLU output
+    const float *bias;   // (C) or NULL
+    float *dz;           // (N, C, S) out
+} SiluGrad;
+
+static void silu_plane_grad(float *dz, const float *g, const float *x, float scale, float shift, size_t S) {
+    for (size_t k = 0; k < S; k++) {
+        float z = bn_affine(x[k], scale, shift), sg = bn_sigmoidf(z);
+        dz[k] = g[k] * (sg * (1.0f + z * (1.0f - sg)));
     }
 }
 
 static void batchnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                                const float *weight, const float *mean, const float *rstd, float *sum_dy,
-                               float *sum_dy_xhat, size_t N, size_t C, size_t S, int batch_stats) {
+                               float *sum_dy_xhat, size_t N, size_t C, size_t S, int batch_stats,
+                               const SiluGrad *silu) {
     // dinp, dout, inp: (N, C, S); dweight, dbias, weight, mean, rstd: (C);
-    // sum_dy, sum_dy_xhat: (C) scratch
+    // sum_dy, sum_dy_xhat: (C) scratch; silu: NULL for a plain batch norm (then dout is used)
+    if (silu) dout = silu->dz;
 #pragma omp parallel for schedule(static) if (N * C * S >= NORM_OMP_MIN)
     for (size_t ch = 0; ch < C; ch++) {
         double sdy = 0.0, sdyx = 0.0;
         float m = mean[ch], s = rstd[ch];
+        float scale = s * (weight ? weight[ch] : 1.0f);
+        float shift = (silu && silu->bias ? silu->bias[ch] : 0.0f) - m * scale;
         for (size_t n = 0; n < N; n++) {
-            const float *x = inp + (n * C + ch) * S, *dy = dout + (n * C + ch) * S;
+            const size_t off = (n * C + ch) * S;
+            const float *x = inp + off, *dy = dout + off;
+            if (silu) silu_plane_grad(silu->dz + off, silu->g + off, x, scale, shift, S);
             sdy += simd_sum_f64(dy, S);
             sdyx += simd_dot_dev_f64(dy, x, S, m);
         }
@@ -396,23 +437,36 @@ static void batchnorm_node_backward(Ctx *c, Node *n) {
     float *db = (b && b->requires_grad) ? tensor_grad(c, b) : NULL;
     float *scratch = arena_alloc(&c->step, 2 * C * sizeof(float));  // (2, C)
     batchnorm_backward(dx, dw, db, y->grad, x->data, w ? w->data : NULL, sv->mean, sv->rstd, scratch, scratch + C,
-                       N, C, S, (int)n->i[3]);
+                       N, C, S, (int)n->i[3], NULL);
 }
 
-Tensor *op_batchnorm(Ctx *c, Tensor *x, Tensor *w, Tensor *b, float *running_mean, float *running_var,
-                     float momentum, float eps) {
+static void batchnorm_silu_node_backward(Ctx *c, Node *n) {
+    Tensor *x = n->in[0], *w = n->in[1], *b = n->in[2], *y = n->out;
+    BatchNormSaved *sv = n->saved;
+    size_t N = (size_t)n->i[0], C = (size_t)n->i[1], S = (size_t)n->i[2];
+    float *dx = x->requires_grad ? tensor_grad(c, x) : NULL;
+    float *dw = (w && w->requires_grad) ? tensor_grad(c, w) : NULL;
+    float *db = (b && b->requires_grad) ? tensor_grad(c, b) : NULL;
+    float *scratch = arena_alloc(&c->step, 2 * C * sizeof(float));  // (2, C)
+    SiluGrad sg = {y->grad, b ? b->data : NULL, ctx_scratch(c, x->numel)};   // dz: (N, C, S)
+    batchnorm_backward(dx, dw, db, NULL, x->data, w ? w->data : NULL, sv->mean, sv->rstd, scratch, scratch + C, N, C,
+                       S, (int)n->i[3], &sg);
+    ctx_scratch_release(c, sg.dz, x->numel);
+}
+
+static Tensor *batchnorm_impl(Ctx *c, const char *op, Tensor *x, Tensor *w, Tensor *b, float *running_mean,
+                              float *running_var, float momentum, float eps, int silu) {
     char bx[64];
     if (x->ndim < 2)
-        ctx_fail(c, "op_batchnorm: input %s must be (N, C, ...) with at least 2 dims",
-                 tensor_shape_str(x, bx, sizeof bx));
+        ctx_fail(c, "%s: input %s must be (N, C, ...) with at least 2 dims", op, tensor_shape_str(x, bx, sizeof bx));
     x = op_contiguous(c, x);
     size_t N = x->shape[0], C = x->shape[1];
     size_t S = (N > 0 && C > 0) ? x->numel / (N * C) : 0;
     size_t M = N * S;  // values per channel
-    check_affine(c, "op_batchnorm", x, w, C, "weight");
-    check_affine(c, "op_batchnorm", x, b, C, "bias");
+    check_affine(c, op, x, w, C, "weight");
+    check_affine(c, op, x, b, C, "bias");
     if ((running_mean == NULL) != (running_var == NULL))
-        ctx_fail(c, "op_batchnorm: running_mean and running_var must both be given or both be NULL");
+        ctx_fail(c, "%s: running_mean and running_var must both be given or both be NULL", op);
     if (w) w = op_contiguous(c, w);
     if (b) b = op_contiguous(c, b);
 
@@ -422,7 +476,7 @@ Tensor *op_batchnorm(Ctx *c, Tensor *x, Tensor *w, Tensor *b, float *running_mea
     int batch_stats = c->training;
     if (batch_stats) {
         if (M < 2)
-            ctx_fail(c, "op_batchnorm: training needs more than 1 value per channel, input %s",
+            ctx_fail(c, "%s: training needs more than 1 value per channel, input %s", op,
                      tensor_shape_str(x, bx, sizeof bx));
         float *var = arena_alloc(&c->step, C * sizeof(float));  // (C) biased batch variance
         batchnorm_stats(sv->mean, var, x->data, N, C, S);
@@ -437,7 +491,7 @@ Tensor *op_batchnorm(Ctx *c, Tensor *x, Tensor *w, Tensor *b, float *running_mea
         }
     } else {
         if (!running_mean)
-            ctx_fail(c, "op_batchnorm: eval mode on input %s needs running_mean and running_var (got NULL)",
+            ctx_fail(c, "%s: eval mode on input %s needs running_mean and running_var (got NULL)", op,
                      tensor_shape_str(x, bx, sizeof bx));
         /* copied: the buffers may be updated by a later training-mode call before backward */
         for (size_t ch = 0; ch < C; ch++) {
@@ -446,10 +500,11 @@ Tensor *op_batchnorm(Ctx *c, Tensor *x, Tensor *w, Tensor *b, float *running_mea
         }
     }
     Tensor *y = tensor_new(c, x->ndim, x->shape);
-    batchnorm_apply(y->data, x->data, sv->mean, sv->rstd, w ? w->data : NULL, b ? b->data : NULL, N, C, S);
+    batchnorm_apply(y->data, x->data, sv->mean, sv->rstd, w ? w->data : NULL, b ? b->data : NULL, N, C, S, silu);
 
     Tensor *in[3] = {x, w, b};
-    Node *n = op_record(c, "batchnorm", batchnorm_node_backward, y, in, 3);
+    Node *n = silu ? op_record(c, "batchnorm_silu", batchnorm_silu_node_backward, y, in, 3)
+                   : op_record(c, "batchnorm", batchnorm_node_backward, y, in, 3);
     if (n) {
         n->saved = sv;
         n->i[0] = (long)N;
@@ -458,4 +513,21 @@ Tensor *op_batchnorm(Ctx *c, Tensor *x, Tensor *w, Tensor *b, float *running_mea
         n->i[3] = batch_stats;
     }
     return y;
+}
+
+Tensor *op_batchnorm(Ctx *c, Tensor *x, Tensor *w, Tensor *b, float *running_mean, float *running_var,
+                     float momentum, float eps) {
+    if (c->sync_bn && c->training && c->world > 1)
+        return op_batchnorm_sync(c, x, w, b, running_mean, running_var, momentum, eps);
+    return batchnorm_impl(c, "op_batchnorm", x, w, b, running_mean, running_var, momentum, eps, 0);
+}
+
+/* silu(batchnorm(x)) in one node: the BN output is never stored (backward recomputes it from x,
+ * which BN keeps anyway), one full activation less per conv -> BN -> SiLU of a CNN, and one
+ * pass less over memory in the forward.  The numbers of op_silu(op_batchnorm(...)) to an ulp. */
+Tensor *op_batchnorm_silu(Ctx *c, Tensor *x, Tensor *w, Tensor *b, float *running_mean, float *running_var,
+                          float momentum, float eps) {
+    if (c->sync_bn && c->training && c->world > 1)
+        return op_silu(c, op_batchnorm_sync(c, x, w, b, running_mean, running_var, momentum, eps));
+    return batchnorm_impl(c, "op_batchnorm_silu", x, w, b, running_mean, running_var, momentum, eps, 1);
 }

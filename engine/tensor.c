@@ -217,6 +217,14 @@ void ctx_scratch_release(Ctx *c, float *p, size_t n) {
     c->grad_free = g;
 }
 
+void ctx_scratch_forget_since(Ctx *c, ArenaMark m) {
+    GradFree **p = (GradFree **)&c->grad_free;
+    while (*p) {
+        if (arena_since_mark(&c->step, m, *p)) *p = (*p)->next;
+        else p = &(*p)->next;
+    }
+}
+
 float *tensor_grad(Ctx *c, Tensor *t) {
     if (!t->grad) {
         float *g = grad_reuse(c, t->numel);
@@ -273,12 +281,13 @@ void backward_from(Ctx *c, Tensor *out, const float *grad_out) {
     for (size_t i = 0; i < out->numel; i++) g[i] += grad_out[i];
     for (size_t k = c->tape_len; k-- > 0;) {
         Node *n = &c->tape[k];
-        if (!n->out->grad) continue;  /* nothing downstream used this output */
+        Tensor *o = n->out;           /* op_checkpoint's backward may grow (move) the tape */
+        if (!o->grad) continue;       /* nothing downstream used this output */
         n->backward(c, n);
         /* Every consumer of n->out comes later on the tape and has run, and n was its only
          * reader: recycle the buffer.  This keeps the activation gradients alive at once to
          * those of the layers in flight, not all of them. */
-        if (n->out != out && !n->out->is_param) grad_release(c, n->out);
+        if (o != out && !o->is_param) grad_release(c, o);
     }
 }
 

@@ -181,6 +181,11 @@ void train_skip_step(TrainLoop *t, const Metric *m, int n) {
     finish_step(t, m, n, 0, 1, &e);
 }
 
+long train_inject_nan_step(void) {
+    const char *v = getenv("VERSA_INJECT_NAN_STEP");
+    return v ? atol(v) : 0;
+}
+
 int train_finish(TrainLoop *t, Err *e) {
     int rc = train_checkpoint(t, e);
     if (t->metrics) {

@@ -68,6 +68,10 @@ int train_finish(TrainLoop *t, Err *e);       /* final checkpoint, close files *
 /* "<out_dir>/checkpoint.h5" */
 const char *train_ckpt_path(const TrainLoop *t, char *buf, size_t n);
 
+/* Test-only fault injection (tests/e2e/test_faults.c, docs/robustness.md): the step (1-based)
+ * named by VERSA_INJECT_NAN_STEP, whose batch a trainer poisons with a NaN; 0 when unset. */
+long train_inject_nan_step(void);
+
 /* Wall clock in seconds (monotonic) */
 double wall_seconds(void);
 /* Peak resident set size of this process in bytes */

@@ -153,11 +153,18 @@ static Tensor *conv1x1_vec(Ctx *c, const Conv2d *cv, Tensor *x) {
     return op_linear(c, x, w, cv->b);
 }
 
+/* silu(bn(x)) as one engine op: the BN output is not stored for backward (the same numbers as
+ * op_silu(batchnorm_forward(...)), one full activation less per pair) */
+static Tensor *bn_silu(Ctx *c, const BatchNorm2d *l, Tensor *x) {
+    if (c->training && c->grad_enabled) l->num_batches_tracked->data[0] += 1.0f;
+    return op_batchnorm_silu(c, x, l->w, l->b, l->running_mean->data, l->running_var->data, l->momentum, l->eps);
+}
+
 static Tensor *mbconv_forward(Ctx *c, const MBConv *b, Tensor *x) {
     /* x: (N, in, H, W) */
     Tensor *h = x;
-    if (b->expand != 1) h = op_silu(c, batchnorm_forward(c, &b->bn0, conv2d_forward(c, &b->expand_conv, h)));
-    h = op_silu(c, batchnorm_forward(c, &b->bn1, conv2d_forward(c, &b->depthwise_conv, h)));  /* (N, mid, H', W') */
+    if (b->expand != 1) h = bn_silu(c, &b->bn0, conv2d_forward(c, &b->expand_conv, h));
+    h = bn_silu(c, &b->bn1, conv2d_forward(c, &b->depthwise_conv, h));  /* (N, mid, H', W') */
     /* squeeze-excitation: per-channel gate from the pooled feature */
     Tensor *s = op_global_avg_pool(c, h);                       /* (N, mid) */
     s = op_silu(c, conv1x1_vec(c, &b->se_reduce, s));           /* (N, se) */
@@ -180,7 +187,7 @@ EffNetOut effnet_forward(Ctx *c, const EffNet *m, Tensor *x) {
         ctx_fail(c, "effnet_forward: input %s is not (B, %d, H, W)", tensor_shape_str(x, b1, sizeof b1),
                  m->cfg.in_chans);
     const size_t in_h = x->shape[2];
-    Tensor *h = op_silu(c, batchnorm_forward(c, &m->bn0, conv2d_forward(c, &m->conv_stem, x)));
+    Tensor *h = bn_silu(c, &m->bn0, conv2d_forward(c, &m->conv_stem, x));
     o.stages[0] = h;
     int blk = 0;
     for (int s = 0; s < 7; s++) {
@@ -193,7 +200,7 @@ EffNetOut effnet_forward(Ctx *c, const EffNet *m, Tensor *x) {
         int t = stride <= 2 ? 0 : stride <= 4 ? 1 : stride <= 8 ? 2 : stride <= 16 ? 3 : 4;
         o.taps[t] = o.stages[s];
     }
-    h = op_silu(c, batchnorm_forward(c, &m->bn1, conv2d_forward(c, &m->conv_head, h)));
+    h = bn_silu(c, &m->bn1, conv2d_forward(c, &m->conv_head, h));
     o.pooled = op_global_avg_pool(c, h);                        /* (B, feat_dim) */
     if (m->cfg.num_classes > 0) {
         Tensor *d = m->cfg.dropout > 0 ? op_dropout(c, o.pooled, m->cfg.dropout) : o.pooled;

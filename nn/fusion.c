@@ -88,7 +88,7 @@ void fusion_init(FusionModel *m, Rng *r) {
      * 0.02 normal on both adapter layers would leave the image path with vanishing gradients) */
     if (m->fuse.w) init_torch_default_linear(&m->fuse, r);
     init_torch_default_linear(&m->adapt1, r);
-    init_torch_default_linear(&m->adapt2, r);
+    init_linear_vit(&m->adapt2, r);
     init_trunc_normal(m->word_embed, r, 0.02f);
     init_trunc_normal(m->text_pos, r, 0.02f);
     init_trunc_normal(m->img_pos, r, 0.02f);

@@ -85,6 +85,7 @@ typedef struct ViTConfig {
     float drop_path;     /* uniform over blocks, as DINOv2 (drop_path_uniform) */
     float ln_eps;        /* 1e-6 */
     float interpolate_offset; /* 0.1, as DINOv2: pos-embed scale factor (grid + offset) / M */
+    int grad_checkpointing;   /* training: recompute each block in backward (op_checkpoint) */
 } ViTConfig;
 
 /* "vit_tiny" (192/12/3), "vit_small" (384/12/6), "vit_base" (768/12/12), "vit_large" (1024/24/16);

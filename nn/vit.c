@@ -129,6 +129,18 @@ static Tensor *vit_block_forward(Ctx *c, const ViTBlock *b, Tensor *x, int heads
     return op_add(c, x, h);
 }
 
+/* op_checkpoint segment: one block (the argument lives in the step arena until backward) */
+typedef struct BlockArg {
+    const ViTBlock *b;
+    int heads;
+    float drop_path;
+} BlockArg;
+
+static Tensor *vit_block_segment(Ctx *c, Tensor *x, const void *arg) {
+    const BlockArg *a = arg;
+    return vit_block_forward(c, a->b, x, a->heads, a->drop_path);
+}
+
 ViTOut vit_forward(Ctx *c, const ViT *m, Tensor *x, const uint8_t *masks) {
     const ViTConfig *cfg = &m->cfg;
     char b1[64];
@@ -164,6 +176,13 @@ ViTOut vit_forward(Ctx *c, const ViT *m, Tensor *x, const uint8_t *masks) {
         t = op_concat(c, p3, 3, 1);                                 /* (B, 1+R+N, C) */
     }
     for (int i = 0; i < cfg->depth; i++) {
+        if (c->grad_enabled && cfg->grad_checkpointing) {
+            /* keep the block's input only; its activations are recomputed in backward */
+            BlockArg *a = arena_alloc(&c->step, sizeof *a);
+            *a = (BlockArg){&m->blocks[i], cfg->heads, cfg->drop_path};
+            t = op_checkpoint(c, vit_block_segment, t, a);
+            continue;
+        }
         if (c->grad_enabled) {
             t = vit_block_forward(c, &m->blocks[i], t, cfg->heads, cfg->drop_path);
             continue;

@@ -98,6 +98,10 @@ int ssl_extract(const SslExtractOpts *o, Ctx *c, Err *e) {
     memcpy(lc.plain.std, mc.std, sizeof mc.std);
     Loader *L = NULL;
     int rc = 1;
+    if (!cls || !gap || !bd || !bi || !sample) {   /* N comes from the prepared file */
+        err_set(e, "%s: out of memory for the features of %zu images", o->prepared, N);
+        goto done;
+    }
     if (loader_open(&L, &corpus, &lc, e)) goto done;
     ctx_set_grad(c, 0);
     c->training = 0;

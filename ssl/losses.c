@@ -88,6 +88,58 @@ void sinkhorn_knopp(Ctx *c, const float *t, size_t N, size_t K, float temp, int 
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* collapse monitors */
+
+void prob_entropy(Ctx *c, const float *p, size_t N, size_t K, double *row, double *marginal) {
+    double *mean = arena_alloc(&c->step, (K ? K : 1) * sizeof(double));   /* (K) */
+    double *hrow = arena_alloc(&c->step, (N ? N : 1) * sizeof(double));   /* (N) */
+#pragma omp parallel for schedule(static)
+    for (size_t n = 0; n < N; n++) {
+        double h = 0;
+        for (size_t k = 0; k < K; k++) {
+            double q = p[n * K + k];
+            if (q > 0) h -= q * log(q);
+        }
+        hrow[n] = h;
+    }
+    double hsum = 0;
+    for (size_t n = 0; n < N; n++) hsum += hrow[n];
+    *row = N ? hsum / (double)N : 0.0;
+#pragma omp parallel for schedule(static)
+    for (size_t k = 0; k < K; k++) {
+        double m = 0;
+        for (size_t n = 0; n < N; n++) m += p[n * K + k];
+        mean[k] = N ? m / (double)N : 0.0;
+    }
+    double hm = 0;
+    for (size_t k = 0; k < K; k++)
+        if (mean[k] > 0) hm -= mean[k] * log(mean[k]);
+    *marginal = hm;
+}
+
+double softmax_entropy(Ctx *c, const float *s, size_t N, size_t K, float temp) {
+    double *hrow = arena_alloc(&c->step, (N ? N : 1) * sizeof(double));   /* (N) */
+    const double inv = 1.0 / temp;
+#pragma omp parallel for schedule(static)
+    for (size_t n = 0; n < N; n++) {
+        /* H = lse(z) - sum_k p_k z_k with z = s / temp, in double */
+        const float *x = s + n * K;
+        double mx = -INFINITY;
+        for (size_t k = 0; k < K; k++) mx = fmax(mx, x[k] * inv);
+        double z = 0, ez = 0;
+        for (size_t k = 0; k < K; k++) {
+            double zk = x[k] * inv - mx, e = exp(zk);
+            z += e;
+            ez += e * zk;
+        }
+        hrow[n] = log(z) - ez / z;
+    }
+    double h = 0;
+    for (size_t n = 0; n < N; n++) h += hrow[n];
+    return N ? h / (double)N : 0.0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* cross-entropy against soft targets, shared by DINO and iBOT */
 
 typedef struct SoftCE {

@@ -27,6 +27,7 @@ const CfgSpec PRETRAIN_KEYS[] = {
     {"student.drop_path_rate", CFG_FLOAT, "0.0", "stochastic depth, uniform over blocks"},
     {"student.layerscale", CFG_FLOAT, "1e-5", "LayerScale init (0 disables LayerScale)"},
     {"student.num_register_tokens", CFG_INT, "0", "register tokens"},
+    {"student.grad_checkpointing", CFG_BOOL, "false", "recompute each ViT block in backward: less memory per image, ~1/3 more compute"},
     {"dino.loss_weight", CFG_FLOAT, "1.0", "weight of the DINO CLS loss"},
     {"dino.head_n_prototypes", CFG_INT, "4096", "K of the DINO head (65536 / 131072 in the papers)"},
     {"dino.head_bottleneck_dim", CFG_INT, "256", "DINO head bottleneck (384 in VersaMammo)"},
@@ -100,6 +101,7 @@ int ssl_config_from(const Config *cfg, SslConfig *s, Err *e) {
     s->vit.drop_path = (float)cfg_get_float(cfg, "student.drop_path_rate", 0.0, e);
     s->vit.layerscale = (float)cfg_get_float(cfg, "student.layerscale", 1e-5, e);
     s->vit.n_registers = (int)cfg_get_int(cfg, "student.num_register_tokens", 0, e);
+    s->vit.grad_checkpointing = cfg_get_bool(cfg, "student.grad_checkpointing", 0, e);
     s->dino_w = (float)cfg_get_float(cfg, "dino.loss_weight", 1.0, e);
     s->dino_k = (int)cfg_get_int(cfg, "dino.head_n_prototypes", 4096, e);
     s->dino_bottleneck = (int)cfg_get_int(cfg, "dino.head_bottleneck_dim", 256, e);
@@ -179,7 +181,8 @@ int ssl_config_from(const Config *cfg, SslConfig *s, Err *e) {
         return err_set(e, "dino./ibot.head_*: prototypes, widths and layers must be >= 1 (prototypes <= 2^20)");
     if (s->vit.n_registers < 0 || s->vit.n_registers > 64)
         return err_set(e, "student.num_register_tokens: %d is not in 0..64", s->vit.n_registers);
-    if (s->batch < 2) return err_set(e, "train.batch_size_per_gpu: %d, KoLeo needs at least 2 images", s->batch);
+    if (s->batch < 2 && s->koleo_w > 0)
+        return err_set(e, "train.batch_size_per_gpu: %d, KoLeo needs at least 2 images (or dino.koleo_loss_weight=0)", s->batch);
     if (s->global_size % patch) return err_set(e, "crops.global_crops_size: %d is not a multiple of the patch size %d", s->global_size, patch);
     if (s->n_local > 0 && s->local_size % patch)
         return err_set(e, "crops.local_crops_size: %d is not a multiple of the patch size %d", s->local_size, patch);
@@ -355,6 +358,9 @@ int ssl_forward_backward(Ctx *c, const SslConfig *s, SslModel *student, SslModel
     out->ibot = l_ibot ? l_ibot->data[0] : 0.0;
     out->total = total->data[0];
     out->n_masked = (double)M;
+    prob_entropy(c, t_dino, 2 * B, KD, &out->t_entropy, &out->t_marginal);
+    if (tensor_is_contiguous(s_logits)) out->s_entropy = softmax_entropy(c, s_logits->data, s_logits->shape[0], KD, 0.1f);
+    else out->s_entropy = NAN;
     if (isfinite(out->total)) backward(c, total);
     return 0;
 }
@@ -491,6 +497,7 @@ int ssl_pretrain(const Config *cfg, int resume, Ctx *c, SslRunResult *res, Err *
         /* bad_images: unreadable samples replaced so far (train.on_bad_image=skip), logged */
         Metric m[] = {{"loss", L.total}, {"dino", L.dino}, {"ibot", L.ibot},      {"koleo", L.koleo},
                       {"lr", sv.lr},     {"wd", sv.wd},     {"momentum", sv.momentum}, {"teacher_temp", sv.teacher_temp},
+                      {"t_entropy", L.t_entropy}, {"t_marginal", L.t_marginal}, {"s_entropy", L.s_entropy},
                       {"bad_images", (double)bt->n_skipped}};
         const int nm = (int)(sizeof m / sizeof m[0]) - (s.skip_bad_images ? 0 : 1);
         const char *bad;

@@ -26,6 +26,14 @@ void dino_center_apply(float *center, const double *sum, size_t K, double n_tota
  * of out sum to 1.  Uses dist_allreduce_sum when c->world > 1.  t, out: (N, K). */
 void sinkhorn_knopp(Ctx *c, const float *t, size_t N, size_t K, float temp, int iters, double n_total, float *out);
 
+/* ---- collapse monitors (nats; ln K = uniform) ---- */
+/* Mean entropy of the rows of probabilities p (N, K) into *row, entropy of their mean
+ * distribution into *marginal.  Low *row with high *marginal is healthy; both at ln K is the
+ * uniform collapse, both near 0 the one-prototype collapse.  Scratch from the step arena. */
+void prob_entropy(Ctx *c, const float *p, size_t N, size_t K, double *row, double *marginal);
+/* Mean entropy of softmax(s / temp) over the rows of logits s (N, K). */
+double softmax_entropy(Ctx *c, const float *s, size_t N, size_t K, float temp);
+
 /* ---- losses ---- */
 /* s: (S * B, K) student logits, crop-major (crop v of image b is row v * B + b); the first
  * n_teacher_crops student crops are the global crops the teacher saw.  t: (T * B, K) teacher
@@ -98,6 +106,9 @@ typedef struct SslBatch {
 
 typedef struct SslLosses {
     double total, dino, ibot, koleo, n_masked;
+    /* collapse monitors of the DINO head, this rank's batch: mean entropy of the teacher targets'
+     * rows, entropy of their batch mean, mean entropy of the student's softmax (all crops) */
+    double t_entropy, t_marginal, s_entropy;
 } SslLosses;
 
 int ssl_forward_backward(Ctx *c, const SslConfig *s, SslModel *student, SslModel *teacher, SslState *st,

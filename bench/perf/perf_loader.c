@@ -1,14 +1,31 @@
 /*
  * perf_loader.c — throughput of the data path: synthetic VinDr-style dataset -> converter ->
- * prepared HDF5 -> DINOv2 multi-crop loader (2 x 224 + 8 x 96, iBOT masks) and the plain
- * supervised loader (512 + CLAHE).  Prints numbers; asserts nothing about time.
+ * prepared HDF5 -> DINOv2 multi-crop loader (with iBOT masks) and the plain supervised loader
+ * (512 + CLAHE).  Prints numbers; asserts nothing about time.
  *
  *   perf_loader [n_patients=16] [prepared_size=256] [workers=2] [batches=12]
+ *               [--config FILE.yaml] [--set KEY=VALUE ...]
+ *
+ * Multi-crop cases:
+ *   - the DINOv2 defaults, 2 x 224 + 8 x 96 (from prepared_size and from 512);
+ *   - the pretraining config (default configs/pretrain/vit_tiny_cpu.yaml, + --set overrides) at
+ *     224: its crop counts, scales and iBOT settings with crops.global_crops_size = 224 and
+ *     crops.local_crops_size = 96 — the "multi-crop loading at 224" of the issue, the same crops
+ *     bench/perf/perf_pretrain.c trains on;
+ *   - that config exactly as written (2 x 96 + 4 x 48 for vit_tiny_cpu), what `versa pretrain`
+ *     with it loads.
+ * The loader is set up from the config the way ssl_pretrain does it (ssl/pretrain.c).
+ *
+ * Every case is timed by the wall clock and by the process's CPU time (the worker threads'
+ * work; the main thread only waits).  On a shared machine the wall clock measures the load as
+ * much as the loader; the "core" rate = images / (CPU-seconds / workers) is what the workers
+ * deliver with a core each.  Lines starting with "RESULT data" are read by bench/run_data.sh.
  *
  * The synthetic generator (data/synth.h) writes the raw dataset; if it fails the program falls
  * back to random images written straight into a prepared file (and says so).
  */
 #include "data/data.h"
+#include "ssl/ssl.h"
 
 #include <omp.h>
 #include <stdio.h>
@@ -34,7 +51,7 @@ static int random_prepared(const char *path, int n, int size, Err *e) {
                     .labels = {{"density", PREP_CLASSES_DENSITY}}};
     PrepWriter *w;
     if (prep_writer_open(&w, path, &s, e)) return 1;
-    uint16_t *px = malloc((size_t)size * size * sizeof *px);
+    uint16_t *px = malloc((size_t)size * size * sizeof *px);   /* (size, size) */
     Rng r;
     rng_init(&r, 1);
     for (int i = 0; i < n; i++) {
@@ -55,7 +72,9 @@ static int random_prepared(const char *path, int n, int size, Err *e) {
     return prep_writer_close(w, e);
 }
 
-static void bench_loader(const char *name, const Corpus *c, LoaderConfig cfg, int n_batches) {
+/* Times n_batches batches after 2 warm-up batches; prints one line and, with a key, the RESULT
+ * lines <key>_images_per_s (wall), _images_per_s_core and _cpu_ms_per_image. */
+static void bench_loader(const char *name, const char *key, const Corpus *c, LoaderConfig cfg, int n_batches) {
     Loader *L;
     Err e;
     if (loader_open(&L, c, &cfg, &e)) {
@@ -76,18 +95,83 @@ static void bench_loader(const char *name, const Corpus *c, LoaderConfig cfg, in
             break;
         }
     double dt = now() - t0, dc = cpu_now() - c0;
-    /* wall time depends on what else runs on the machine; CPU time per image does not (much) */
-    printf("%-42s workers %d  batch %3d  %6.2f batches/s  %7.1f images/s  (%.1f ms CPU per image)\n", name,
-           cfg.n_workers, cfg.batch_size, n_batches / dt, n_batches * cfg.batch_size / dt,
-           1e3 * dc / (n_batches * cfg.batch_size));
+    double images = (double)n_batches * cfg.batch_size;
+    int w = cfg.n_workers > 0 ? cfg.n_workers : 1;
+    printf("%-50s workers %d  batch %3d  %6.2f batches/s  %7.1f images/s  (%.1f ms CPU per image = %.1f images/s core)\n",
+           name, cfg.n_workers, cfg.batch_size, n_batches / dt, images / dt, 1e3 * dc / images, images / (dc / w));
+    if (key) {
+        printf("RESULT data %s_images_per_s %.2f\n", key, images / dt);
+        printf("RESULT data %s_images_per_s_core %.2f\n", key, images / (dc / w));
+        printf("RESULT data %s_cpu_ms_per_image %.2f\n", key, 1e3 * dc / images);
+        printf("RESULT data %s_workers %d\n", key, cfg.n_workers);
+    }
+    fflush(stdout);
     loader_close(L);
 }
 
+/* The multi-crop loader of a pretraining config, as ssl_pretrain builds it (ssl/pretrain.c). */
+static LoaderConfig loader_from_ssl(const SslConfig *s, int workers, int batch) {
+    LoaderConfig lc = loader_config_default(LOADER_MULTICROP);
+    lc.split = -1;
+    lc.batch_size = batch;
+    lc.seed = s->seed;
+    lc.n_workers = workers;
+    lc.channels = s->vit.in_chans;
+    lc.crops.global_size = s->global_size;
+    lc.crops.local_size = s->local_size;
+    lc.crops.n_local = s->n_local;
+    lc.crops.blur_dinov2_quirk = s->blur_quirk;
+    memcpy(lc.crops.global_scale, s->global_scale, sizeof s->global_scale);
+    memcpy(lc.crops.local_scale, s->local_scale, sizeof s->local_scale);
+    lc.patch_size = s->vit.patch;
+    lc.masks = mask_default(s->global_size / s->vit.patch, s->global_size / s->vit.patch);
+    lc.masks.ratio_min = s->ibot_ratio[0];
+    lc.masks.ratio_max = s->ibot_ratio[1];
+    lc.masks.sample_prob = s->ibot_sample_p;
+    lc.ibot = s->ibot_w > 0;
+    return lc;
+}
+
+/* Config file + overrides (+ extra, e.g. the 224 crop sizes) -> SslConfig. */
+static int ssl_from(const char *path, const char **sets, int nsets, const char **extra, int nextra, SslConfig *s,
+                    Err *e) {
+    Config cfg;
+    cfg_init(&cfg);
+    int rc = cfg_declare(&cfg, PRETRAIN_KEYS, PRETRAIN_N_KEYS, e);
+    if (!rc && path) rc = cfg_load_file(&cfg, path, e);
+    for (int i = 0; i < nsets && !rc; i++) rc = cfg_override(&cfg, sets[i], 0, e);
+    for (int i = 0; i < nextra && !rc; i++) rc = cfg_override(&cfg, extra[i], 0, e);
+    if (!rc) rc = ssl_config_from(&cfg, s, e);
+    cfg_free(&cfg);
+    return rc;
+}
+
 int main(int argc, char **argv) {
-    long n_patients = argc > 1 ? atol(argv[1]) : 16;
-    int size = argc > 2 ? atoi(argv[2]) : 256;
-    int workers = argc > 3 ? atoi(argv[3]) : 2;
-    int n_batches = argc > 4 ? atoi(argv[4]) : 12;
+    long n_patients = 16;
+    int size = 256, workers = 2, n_batches = 12;
+    const char *config = "configs/pretrain/vit_tiny_cpu.yaml";
+    const char *sets[16];
+    int nsets = 0, npos = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc) config = argv[++i];
+        else if (!strcmp(argv[i], "--set") && i + 1 < argc && nsets < 16) sets[nsets++] = argv[++i];
+        else if (argv[i][0] != '-' && npos < 4) {
+            long v = atol(argv[i]);
+            if (npos == 0) n_patients = v;
+            else if (npos == 1) size = (int)v;
+            else if (npos == 2) workers = (int)v;
+            else n_batches = (int)v;
+            npos++;
+        } else {
+            fprintf(stderr, "usage: %s [n_patients] [prepared_size] [workers] [batches] [--config FILE.yaml] "
+                            "[--set KEY=VALUE ...]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (n_patients < 1 || size < 64 || workers < 0 || n_batches < 1) {
+        fprintf(stderr, "perf_loader: need n_patients >= 1, prepared_size >= 64, workers >= 0, batches >= 1\n");
+        return 2;
+    }
     engine_threads_init();
     char dir[] = "/tmp/versa_perf_loader_XXXXXX";
     if (!mkdtemp(dir)) return 1;
@@ -150,11 +234,11 @@ int main(int argc, char **argv) {
     cfg.split = -1;
     cfg.batch_size = 32 < n_images ? 32 : n_images;
     cfg.n_workers = workers;
-    char name[128];
+    char name[160];
     snprintf(name, sizeof name, "multi-crop 2x224 + 8x96 + iBOT, from %d", size);
-    bench_loader(name, &c, cfg, n_batches);
+    bench_loader(name, NULL, &c, cfg, n_batches);
     cfg.n_workers = 1;
-    bench_loader(name, &c, cfg, n_batches / 2 > 2 ? n_batches / 2 : 2);
+    bench_loader(name, NULL, &c, cfg, n_batches / 2 > 2 ? n_batches / 2 : 2);
     corpus_close(&c);
 
     CorpusSource s512 = {prepared512, 1.0f};
@@ -163,14 +247,39 @@ int main(int argc, char **argv) {
         cfg.split = -1;
         cfg.batch_size = 32 < n_images ? 32 : n_images;
         cfg.n_workers = workers;
-        bench_loader("multi-crop 2x224 + 8x96 + iBOT, from 512", &c, cfg, n_batches);
+        bench_loader("multi-crop 2x224 + 8x96 + iBOT, from 512", NULL, &c, cfg, n_batches);
+
+        /* the pretraining config: at 224 (global 224, local 96) and as written */
+        static const char *at224[2] = {"crops.global_crops_size=224", "crops.local_crops_size=96"};
+        const char *cname = strrchr(config, '/') ? strrchr(config, '/') + 1 : config;
+        for (int k = 0; k < 2; k++) {
+            SslConfig s;
+            if (ssl_from(config, sets, nsets, at224, k == 0 ? 2 : 0, &s, &e)) {
+                fprintf(stderr, "perf_loader: %s\n", e.msg);
+                continue;
+            }
+            int B = s.batch < n_images ? s.batch : n_images;
+            LoaderConfig lc = loader_from_ssl(&s, workers, B);
+            snprintf(name, sizeof name, "%s: 2x%d + %dx%d%s, from 512", cname, s.global_size, s.n_local, s.local_size,
+                     lc.ibot ? " + iBOT" : "");
+            const char *key = k == 0 ? "loader_mc224" : "loader_mc_config";
+            bench_loader(name, key, &c, lc, n_batches);
+            if (k == 0) {
+                printf("RESULT data loader_mc224_crops 2x%d+%dx%d\n", s.global_size, s.n_local, s.local_size);
+                lc.n_workers = 1;   /* one worker: the per-worker rate */
+                bench_loader(name, "loader_mc224_1w", &c, lc, n_batches / 2 > 2 ? n_batches / 2 : 2);
+            } else {
+                printf("RESULT data loader_mc_config_crops 2x%d+%dx%d\n", s.global_size, s.n_local, s.local_size);
+            }
+        }
+
         LoaderConfig pc = loader_config_default(LOADER_PLAIN);
         pc.batch_size = 8 < n_images ? 8 : n_images;
         pc.n_workers = workers;
         pc.plain.hflip_p = pc.plain.vflip_p = 0.5f;
-        bench_loader("plain 512, flips", &c, pc, n_batches);
+        bench_loader("plain 512, flips", NULL, &c, pc, n_batches);
         pc.plain.clahe = 1;
-        bench_loader("plain 512, flips + CLAHE (2.0, 8x8)", &c, pc, n_batches);
+        bench_loader("plain 512, flips + CLAHE (2.0, 8x8)", NULL, &c, pc, n_batches);
         corpus_close(&c);
     }
     char cmd[400];

@@ -5,6 +5,10 @@
  *   vit_ti_train      ViT-Ti/16 at 224, batch 16: forward + backward + AdamW step
  *   effnet_b0_train   EfficientNet-B0 at 224, batch 16 (BN in training mode): fwd + bwd + AdamW
  *   vit_s_infer       ViT-S/16 at 224, batch 32: forward only, no gradients, eval mode
+ *   student_224       the stage-2 student step (distill/train.c): EfficientNet-B0 at 224, batch 16,
+ *   student_512       and at 512, batch 4 — distill_model_forward (BI-RADS 5-way and density 4-way
+ *                     heads on the pooled feature), both cross-entropies + the relational KD term
+ *                     against fixed (B, 384) teacher features, backward, Adam (lr 1e-4) as the paper
  *
  * The training cases put a 1000-way linear classifier on the feature (the ViT's final-norm CLS
  * token, the CNN's pooled head feature) and train with cross-entropy against fixed random labels,
@@ -21,23 +25,44 @@
  */
 #include "engine/engine.h"
 #include "nn/nn.h"
+#include "distill/distill.h"
 #include "bench/perf/perf_common.h"
 #include <omp.h>
 
 typedef struct Bench {
     Ctx c;
     ParamStore ps;
-    int kind;               /* 0: ViT, 1: EfficientNet */
+    int kind;               /* 0: ViT, 1: EfficientNet, 2: the stage-2 student */
     int train;
     ViT vit;
     EffNet eff;
+    DistillModel student;
     Linear head;
     size_t B, H, W;
     float *x;               /* (B, 3, H, W) input */
     int32_t *labels;        /* (B) */
+    int32_t *labels2;       /* (B) density labels (student) */
+    float *teacher;         /* (B, STUDENT_TDIM) teacher features (student) */
     OptimConfig oc;
     long step;
 } Bench;
+
+#define STUDENT_TDIM 384   /* a ViT-S teacher's feature */
+
+/* forward + the training loss of one step (both backbones: a 1000-way head and cross-entropy;
+ * the student: its two heads' cross-entropies + relational KD, weights 1) */
+static Tensor *bench_loss(Bench *b, Tensor *x) {
+    Ctx *c = &b->c;
+    if (b->kind == 2) {
+        DistillOut o = distill_model_forward(c, &b->student, x);
+        Tensor *l = op_add(c, loss_cross_entropy(c, o.logits[0], b->labels, 0.0f),
+                           loss_cross_entropy(c, o.logits[1], b->labels2, 0.0f));
+        return op_add(c, l, rkd_kl_loss(c, o.feat, b->teacher, STUDENT_TDIM));
+    }
+    Tensor *feat = b->kind == 0 ? vit_forward(c, &b->vit, x, NULL).cls : effnet_forward(c, &b->eff, x).pooled;
+    Tensor *logits = linear_forward(c, &b->head, feat);          /* (B, 1000) */
+    return loss_cross_entropy(c, logits, b->labels, 0.0f);
+}
 
 /* --profile: one more step with its phases and every backward node timed (wall clock) */
 typedef struct Prof {
@@ -89,14 +114,13 @@ static void bench_profile(Bench *b) {
     ctx_step_begin(c);
     params_zero_grad(&b->ps);
     Tensor *x = tensor_wrap(c, b->x, 4, TSHAPE(b->B, 3, b->H, b->W));
-    Tensor *feat = b->kind == 0 ? vit_forward(c, &b->vit, x, NULL).cls : effnet_forward(c, &b->eff, x).pooled;
-    Tensor *loss = loss_cross_entropy(c, linear_forward(c, &b->head, feat), b->labels, 0.0f);
+    Tensor *loss = bench_loss(b, x);
     double t1 = perf_clock(CLOCK_MONOTONIC);
     profiled_backward(c, loss, &bw);
     double t2 = perf_clock(CLOCK_MONOTONIC);
     optim_step(&b->ps, &b->oc, ++b->step, b->oc.lr, b->oc.weight_decay);
     double t3 = perf_clock(CLOCK_MONOTONIC);
-    printf("\n== profile of one step (wall): forward %.0f ms, backward %.0f ms, AdamW %.0f ms; %zu tape nodes\n",
+    printf("\n== profile of one step (wall): forward %.0f ms, backward %.0f ms, optimizer %.0f ms; %zu tape nodes\n",
            1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (t3 - t2), c->tape_len);
     printf("   backward by op:\n");
     for (int k = 0; k < bw.n; k++)
@@ -114,15 +138,12 @@ static void bench_step(void *arg) {
         return;
     }
     params_zero_grad(&b->ps);
-    Tensor *feat = b->kind == 0 ? vit_forward(c, &b->vit, x, NULL).cls : effnet_forward(c, &b->eff, x).pooled;
-    Tensor *logits = linear_forward(c, &b->head, feat);          /* (B, 1000) */
-    Tensor *loss = loss_cross_entropy(c, logits, b->labels, 0.0f);
-    backward(c, loss);
+    backward(c, bench_loss(b, x));
     optim_step(&b->ps, &b->oc, ++b->step, b->oc.lr, b->oc.weight_decay);
 }
 
 int main(int argc, char **argv) {
-    const char *usage = "usage: perf_models vit_s_train|vit_ti_train|effnet_b0_train|vit_s_infer "
+    const char *usage = "usage: perf_models vit_s_train|vit_ti_train|effnet_b0_train|vit_s_infer|student_224|student_512 "
                         "[--batch B] [--passes P] [--steps S] [--profile]\n";
     if (argc < 2) {
         fputs(usage, stderr);
@@ -154,12 +175,15 @@ int main(int argc, char **argv) {
     else if (!strcmp(name, "vit_ti_train")) arch = "vit_tiny", b.train = 1, b.B = 16;
     else if (!strcmp(name, "vit_s_infer")) arch = "vit_small", b.train = 0, b.B = 32;
     else if (!strcmp(name, "effnet_b0_train")) b.kind = 1, b.train = 1, b.B = 16;
+    else if (!strcmp(name, "student_224")) b.kind = 2, b.train = 1, b.B = 16, b.H = 224;
+    else if (!strcmp(name, "student_512")) b.kind = 2, b.train = 1, b.B = 4, b.H = 512;
     else {
         fputs(usage, stderr);
         return 2;
     }
     if (batch > 0) b.B = (size_t)batch;
-    b.H = b.W = 224;
+    if (!b.H) b.H = 224;
+    b.W = b.H;
 
     int nt = engine_threads_init();
     const char *coretype = getenv("OPENBLAS_CORETYPE");
@@ -171,37 +195,61 @@ int main(int argc, char **argv) {
     b.ps.values_only = !b.train;
     Rng r;
     rng_init(&r, 0);
-    int feat_dim;
+    int feat_dim = 0;
     if (b.kind == 0) {
         ViTConfig vc;
         vit_config(arch, 16, 224, &vc);
         vit_declare(&b.vit, &vc, &b.ps, "");
         feat_dim = vc.embed_dim;
-    } else {
+    } else if (b.kind == 1) {
         EffNetConfig ec;
         effnet_config("efficientnet-b0", &ec);
         ec.drop_connect = 0.0f;
         effnet_declare(&b.eff, &ec, &b.ps, "");
         feat_dim = b.eff.feat_dim;
+    } else if (b.kind == 2) {
+        DistillConfig d;   /* only the fields distill_model_declare reads */
+        memset(&d, 0, sizeof d);
+        effnet_config("efficientnet-b0", &d.net);
+        /* SAME padding sized for the native 224 as distill's default (the same pads at 512) */
+        d.net.drop_connect = 0.0f;
+        d.n_heads = 2;
+        snprintf(d.heads[0].name, sizeof d.heads[0].name, "birads");
+        d.heads[0].n_classes = 5;
+        snprintf(d.heads[1].name, sizeof d.heads[1].name, "density");
+        d.heads[1].n_classes = 4;
+        distill_model_declare(&b.student, &d, &b.ps, 0);
+        feat_dim = 0;
     }
-    if (b.train) linear_declare(&b.head, &b.ps, "", "head", feat_dim, 1000, 1);
+    if (b.train && b.kind != 2) linear_declare(&b.head, &b.ps, "", "head", feat_dim, 1000, 1);
     params_alloc(&b.ps);
     if (b.kind == 0) vit_init(&b.vit, &r);
-    else effnet_init(&b.eff, &r);
-    if (b.train) init_torch_default_linear(&b.head, &r);
+    else if (b.kind == 1) effnet_init(&b.eff, &r);
+    else distill_model_init(&b.student, &r);
+    if (b.train && b.kind != 2) init_torch_default_linear(&b.head, &r);
     b.c.training = b.train;
     ctx_set_grad(&b.c, b.train);
     b.oc = optim_adamw_default();
     b.oc.lr = 1e-4;
     b.oc.weight_decay = 0.05;
+    if (b.kind == 2) {   /* the paper's stage 2: Adam 1e-4, no weight decay */
+        b.oc.kind = OPTIM_ADAM;
+        b.oc.weight_decay = 0.0;
+    }
 
     size_t nx = b.B * 3 * b.H * b.W;
     b.x = malloc(nx * sizeof(float));
     b.labels = malloc(b.B * sizeof(int32_t));
     rng_fill_normal(&r, b.x, nx, 0.0f, 1.0f);
-    for (size_t i = 0; i < b.B; i++) b.labels[i] = (int32_t)rng_below(&r, 1000);
-    printf("   %s, batch %zu at %zux%zu, %.2fM parameters, %d threads\n",
-           b.train ? "forward + backward + AdamW" : "forward, no grad, eval", b.B, b.H, b.W, b.ps.n_train / 1e6, nt);
+    for (size_t i = 0; i < b.B; i++) b.labels[i] = (int32_t)rng_below(&r, b.kind == 2 ? 5 : 1000);
+    if (b.kind == 2) {
+        b.labels2 = malloc(b.B * sizeof(int32_t));
+        b.teacher = malloc(b.B * STUDENT_TDIM * sizeof(float));
+        for (size_t i = 0; i < b.B; i++) b.labels2[i] = (int32_t)rng_below(&r, 4);
+        rng_fill_normal(&r, b.teacher, b.B * STUDENT_TDIM, 0.0f, 1.0f);
+    }
+    const char *what = !b.train ? "forward, no grad, eval" : b.kind == 2 ? "forward + backward + Adam" : "forward + backward + AdamW";
+    printf("   %s, batch %zu at %zux%zu, %.2fM parameters, %d threads\n", what, b.B, b.H, b.W, b.ps.n_train / 1e6, nt);
 
     PerfTm best = perf_run(name, bench_step, &b, passes, steps, (double)b.B);
     printf("   best: %.3f s/step wall = %.2f images/s; %.3f CPU-s/step = %.2f images/s core; step arena peak %.0f MB;"
@@ -212,6 +260,8 @@ int main(int argc, char **argv) {
 
     free(b.x);
     free(b.labels);
+    free(b.labels2);
+    free(b.teacher);
     if (b.kind == 0) vit_free(&b.vit);
     params_free(&b.ps);
     ctx_free(&b.c);

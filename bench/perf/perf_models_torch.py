@@ -4,6 +4,10 @@
    vit_ti_train      ViT-Ti/16 at 224, batch 16: forward + backward + AdamW step
    effnet_b0_train   EfficientNet-B0 at 224, batch 16 (BN in training mode), channels_last
    vit_s_infer       ViT-S/16 at 224, batch 32: forward only under torch.no_grad(), eval mode
+   student_224       the stage-2 student step: EfficientNet-B0 at 224 (batch 16) / 512 (batch 4),
+   student_512       channels_last, BI-RADS (5) and density (4) nn.Linear heads on the pooled
+                     feature, both cross-entropies + the relational KD term of VersaMammo's
+                     stage-2 loss.py against fixed (B, 384) teacher features, torch.optim.Adam 1e-4
 
 The models are the reference mirrors of tests/ref/models.py (DINOv2 ViT with LayerScale,
 lukemelas EfficientNet with static SAME padding), whose state_dict names and math the engine's
@@ -45,6 +49,26 @@ def init_vit(m):
                 p.zero_()
 
 
+def kd_loss(f, t):
+    """VersaMammo stage 2 (tests/ref/distill_losses.py): KL of row-softmaxed cosine Gram matrices"""
+    fs, ft = F.normalize(f, dim=1), F.normalize(t, dim=1)
+    return F.kl_div(F.log_softmax(ft @ ft.t(), dim=1), F.softmax(fs @ fs.t(), dim=1), reduction="batchmean")
+
+
+def blas_info():
+    """the OpenBLAS core PyTorch's BLAS runs (Debian's torch calls the system libblas.so.3)"""
+    import ctypes
+    for lib in ("libblas.so.3", "libopenblas.so.0"):
+        try:
+            h = ctypes.CDLL(lib)
+            h.openblas_get_corename.restype = ctypes.c_char_p
+            h.openblas_get_config.restype = ctypes.c_char_p
+            return f"{h.openblas_get_config().decode().strip()}, core {h.openblas_get_corename().decode()}"
+        except (OSError, AttributeError):
+            continue
+    return "(BLAS core unknown)"
+
+
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
 
@@ -76,7 +100,8 @@ def results(name, wall, cpu, images, nt):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("case", choices=["vit_s_train", "vit_ti_train", "effnet_b0_train", "vit_s_infer"])
+    ap.add_argument("case", choices=["vit_s_train", "vit_ti_train", "effnet_b0_train", "vit_s_infer",
+                                         "student_224", "student_512"])
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
     ap.add_argument("--batch", type=int, default=0)
     ap.add_argument("--passes", type=int, default=3)
@@ -86,16 +111,20 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     nt = torch.get_num_threads()
-    cnn = a.case == "effnet_b0_train"
+    student = a.case.startswith("student_")
+    cnn = a.case == "effnet_b0_train" or student
     fmt = torch.contiguous_format if (a.contiguous or not cnn) else torch.channels_last
     print(f"== torch {torch.__version__} {a.case}: {nt} threads, LD_PRELOAD={os.environ.get('LD_PRELOAD') or '(none)'}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}"
           + (f", {'channels_last' if fmt == torch.channels_last else 'NCHW'}" if cnn else ""))
+    print(f"   BLAS: {blas_info()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
 
-    train = a.case.endswith("_train")
-    B = a.batch or {"vit_s_train": 8, "vit_ti_train": 16, "effnet_b0_train": 16, "vit_s_infer": 32}[a.case]
+    train = a.case.endswith("_train") or student
+    B = a.batch or {"vit_s_train": 8, "vit_ti_train": 16, "effnet_b0_train": 16, "vit_s_infer": 32,
+                    "student_224": 16, "student_512": 4}[a.case]
+    S = 512 if a.case == "student_512" else 224
     if cnn:
-        model = ref.EfficientNet(1.0, 1.0, 224)  # BN momentum 0.01, eps 1e-3 as lukemelas
+        model = ref.EfficientNet(1.0, 1.0, 224)  # BN momentum 0.01, eps 1e-3 as lukemelas (SAME pads of 224 = of 512)
         feat = 1280
     else:
         dim, depth, heads = VIT["vit_tiny" if a.case == "vit_ti_train" else "vit_small"]
@@ -103,13 +132,27 @@ def main():
         init_vit(model)
         feat = dim
     model = model.to(memory_format=fmt)
-    x = torch.randn(B, 3, 224, 224).contiguous(memory_format=fmt)
+    x = torch.randn(B, 3, S, S).contiguous(memory_format=fmt)
     labels = torch.randint(0, 1000, (B,))
     nparam = sum(p.numel() for p in model.parameters())
-    print(f"   {'forward + backward + AdamW' if train else 'forward, no grad, eval'}, batch {B} at 224x224, "
+    print(f"   {('forward + backward + Adam' if student else 'forward + backward + AdamW') if train else 'forward, no grad, eval'}, batch {B} at {S}x{S}, "
           f"{nparam / 1e6:.2f}M parameters (backbone)")
 
-    if train:
+    if student:
+        heads = nn.ModuleList([nn.Linear(feat, 5), nn.Linear(feat, 4)])  # BI-RADS, density
+        teacher = torch.randn(B, 384)
+        density = torch.randint(0, 4, (B,))
+        labels = torch.randint(0, 5, (B,))
+        model.train()
+        opt = torch.optim.Adam(list(model.parameters()) + list(heads.parameters()), lr=1e-4)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            f = model(x)
+            loss = F.cross_entropy(heads[0](f), labels) + F.cross_entropy(heads[1](f), density) + kd_loss(f, teacher)
+            loss.backward()
+            opt.step()
+    elif train:
         head = nn.Linear(feat, 1000)
         model.train()
         params = list(model.parameters()) + list(head.parameters())

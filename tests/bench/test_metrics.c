@@ -335,6 +335,54 @@ static void test_eval_perfect(void **st) {
     }
 }
 
+/* Dice / IoU and the detection metrics (bench/protocol_seg.c, protocol_det.c) on cases worked out
+ * by hand. */
+static void test_dice_iou_hand_cases(void **st) {
+    (void)st;
+    const uint8_t pred[4] = {1, 1, 0, 0}, gt[4] = {1, 0, 1, 0}, none[4] = {0, 0, 0, 0};
+    double d, j;
+    bench_dice_iou(pred, gt, 4, &d, &j);   /* |P n G| 1, |P| 2, |G| 2: Dice 2/4, IoU 1/3 */
+    assert_true(fabs(d - 0.5) < 1e-12 && fabs(j - 1.0 / 3.0) < 1e-12);
+    bench_dice_iou(none, none, 4, &d, &j);  /* both empty: a perfect (empty) prediction */
+    assert_true(d == 1.0 && j == 1.0);
+    bench_dice_iou(pred, none, 4, &d, &j);
+    assert_true(d == 0.0 && j == 0.0);
+}
+
+static void test_detection_metrics_hand_case(void **st) {
+    (void)st;
+    /* image A: one GT; a perfect box (0.9, TP), a far box (0.8, FP), a half box (0.6, IoU 0.5 with
+     * the GT already taken: FP).  image B: two GT; an exact hit on the second (0.7, TP) and a half
+     * box on the first (0.4, IoU 0.5: TP).  Ranked: TP FP TP FP TP over 3 GT boxes and 2 images:
+     *   precision 1, 1/2, 2/3, 1/2, 3/5; recall 1/3, 1/3, 2/3, 2/3, 1; FP/image 0, .5, .5, 1, 1
+     *   AP (precision made monotone from the right: 1, 2/3, 2/3, 3/5, 3/5) = 1/3 + 2/9 + 1/5 = 34/45
+     *   FROC: sensitivity 2/3 at 0.5 FP/image, 1 at 1 and 2
+     *   paper: A keeps its three boxes (score >= 0.5; the half box has IoU 0.5, not > 0.5, with the
+     *   perfect one) -> best IoU 1; B keeps only the 0.7 box -> (0 + 1) / 2; mean (1 + 0.5) / 2 */
+    const float ga[4] = {0, 0, 10, 10}, da[12] = {0, 0, 10, 10, 20, 20, 30, 30, 0, 0, 10, 5}, sa[3] = {0.9f, 0.8f, 0.6f};
+    const float gb[8] = {0, 0, 10, 10, 50, 50, 60, 60}, db[8] = {50, 50, 60, 60, 0, 0, 5, 10}, sb[2] = {0.7f, 0.4f};
+    const BenchDetImage im[2] = {{.n_det = 3, .n_gt = 1, .boxes = da, .scores = sa, .gt = ga},
+                                 {.n_det = 2, .n_gt = 2, .boxes = db, .scores = sb, .gt = gb}};
+    double out[5];
+    bench_det_metrics(im, 2, NULL, out);
+    print_message("  detection: mean IoU %.4f, AP@0.5 %.4f, FROC %.4f %.4f %.4f\n", out[0], out[1], out[2], out[3], out[4]);
+    assert_true(fabs(out[0] - 0.75) < 1e-9);
+    assert_true(fabs(out[1] - 34.0 / 45.0) < 1e-9);
+    assert_true(fabs(out[2] - 2.0 / 3.0) < 1e-9);
+    assert_true(fabs(out[3] - 1.0) < 1e-9 && fabs(out[4] - 1.0) < 1e-9);
+    /* a bootstrap resample as multiplicities: image A twice, B not drawn -> 2 GT, both found by the
+     * top-scored detection of each copy: AP 1; FPs 2 x 2 over 2 images */
+    const uint32_t w[2] = {2, 0};
+    bench_det_metrics(im, 2, w, out);
+    assert_true(fabs(out[0] - 1.0) < 1e-9);
+    assert_true(fabs(out[1] - 1.0) < 1e-9);
+    assert_true(fabs(out[2] - 1.0) < 1e-9);
+    /* no GT at all: undefined, not 0 */
+    const BenchDetImage empty = {.n_det = 1, .n_gt = 0, .boxes = da, .scores = sa, .gt = NULL};
+    bench_det_metrics(&empty, 1, NULL, out);
+    assert_true(isnan(out[0]) && isnan(out[1]) && isnan(out[2]));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_auc_hand_cases),
@@ -346,6 +394,8 @@ int main(void) {
         cmocka_unit_test(test_percentile_vs_numpy),
         cmocka_unit_test(test_bootstrap_known_case),
         cmocka_unit_test(test_eval_perfect),
+        cmocka_unit_test(test_dice_iou_hand_cases),
+        cmocka_unit_test(test_detection_metrics_hand_case),
     };
     return RUN_GROUP(tests);
 }

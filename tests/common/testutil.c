@@ -169,6 +169,56 @@ float *ref_get(RefFile *r, const char *key, size_t *n, int *ndim, size_t *shape)
     return buf;
 }
 
+RefArr ref_arr(RefFile *r, const char *group, const char *name) {
+    char key[256];
+    snprintf(key, sizeof key, "%s/%s", group, name);
+    RefArr a = {0};
+    a.v = ref_get(r, key, &a.n, &a.ndim, a.shape);
+    return a;
+}
+
+Tensor *ref_arr_tensor(Ctx *c, const RefArr *a, int requires_grad) {
+    Tensor *t = tensor_from(c, a->ndim, a->shape, a->v);
+    t->requires_grad = (uint8_t)requires_grad;
+    return t;
+}
+
+Tensor *ref_tensor_at(Ctx *c, RefFile *r, const char *group, const char *name, int requires_grad) {
+    RefArr a = ref_arr(r, group, name);
+    Tensor *t = ref_arr_tensor(c, &a, requires_grad);
+    free(a.v);
+    return t;
+}
+
+static double max_abs_value(const float *v, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)v[i]));
+    return m;
+}
+
+double ref_check(const char *what, const float *got, const RefArr *ref, double atol_frac, double rtol) {
+    double err = max_rel_err(got, ref->v, ref->n);
+    printf("    %-34s max err / max|ref| = %.2e\n", what, err);
+    assert_close(what, got, ref->v, ref->n, atol_frac * max_abs_value(ref->v, ref->n) + 1e-30, rtol);
+    return err;
+}
+
+double ref_compare(RefFile *r, const char *group, const char *name, const Tensor *shape_of, const float *a,
+                   size_t n, double rel) {
+    RefArr b = ref_arr(r, group, name);
+    assert_int_equal(b.n, n);
+    if (shape_of) {
+        assert_int_equal(b.ndim, shape_of->ndim);
+        for (int d = 0; d < b.ndim; d++) assert_int_equal(b.shape[d], shape_of->shape[d]);
+    }
+    char what[300];
+    snprintf(what, sizeof what, "%s %s", group, name);
+    assert_close(what, a, b.v, n, rel * max_abs_value(b.v, n), rel);
+    double e = max_rel_err(a, b.v, n);
+    free(b.v);
+    return e;
+}
+
 void ref_close(RefFile *r) {
     if (!r) return;
     H5Fclose(r->f);

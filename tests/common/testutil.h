@@ -48,6 +48,26 @@ float *ref_get(RefFile *r, const char *key, size_t *n, int *ndim, size_t *shape)
 int ref_has(RefFile *r, const char *key);
 void ref_close(RefFile *r);
 
+/* One array of a reference group ("group/name"), with its shape; free(a.v) when done. */
+typedef struct RefArr {
+    float *v;
+    size_t n;
+    int ndim;
+    size_t shape[16];
+} RefArr;
+RefArr ref_arr(RefFile *r, const char *group, const char *name);
+/* A tensor holding a copy of the array (or of dataset group/name), requires_grad as given. */
+Tensor *ref_arr_tensor(Ctx *c, const RefArr *a, int requires_grad);
+Tensor *ref_tensor_at(Ctx *c, RefFile *r, const char *group, const char *name, int requires_grad);
+/* Asserts |got - ref| <= atol_frac * max|ref| + rtol * |ref|, prints and returns the measured
+ * max error / max|ref| (the numbers quoted in the reports). */
+double ref_check(const char *what, const float *got, const RefArr *ref, double atol_frac, double rtol);
+/* ref_check of a (n values) against dataset group/name with atol_frac = rtol = rel, so near-zero
+ * outputs of a sum of O(1) terms are judged on the scale of the terms; when `shape_of` is given
+ * its shape must equal the dataset's.  Silent (returns the error for the caller's summary). */
+double ref_compare(RefFile *r, const char *group, const char *name, const Tensor *shape_of, const float *a,
+                   size_t n, double rel);
+
 /* Asserts |a - b| <= atol + rtol * |b| elementwise; reports the worst element. */
 void assert_close(const char *what, const float *a, const float *b, size_t n, double atol, double rtol);
 /* Max |a-b| / max(|b|) over the arrays */

@@ -115,6 +115,118 @@ static void test_crop_finds_breast(void **s) {
     image_free(&c);
 }
 
+/* A fatty breast: a large fat half-disc (about 1100 of 4095) with dense tissue (3600) filling the
+ * part near the chest wall and a faint mass (1350) at the skin line on the nipple side.  Otsu's
+ * threshold falls between fat and dense tissue here (asserted, so this case keeps testing what it
+ * is meant to), which would crop to the dense part and cut the mass away; the crop must find the
+ * whole breast instead. */
+static void test_crop_fatty_breast_keeps_skin_lesion(void **s) {
+    (void)s;
+    const int w = 240, h = 200;
+    Image im;
+    Err e;
+    assert_int_equal(image_alloc(&im, w, h, 12, &e), 0);
+    Rng r;
+    rng_init(&r, 11);
+    double cy = 0.5 * h, a = 0.8 * w, b = 0.45 * h;
+    Rect breast = {w, h, -1, -1}, lesion = {w, h, -1, -1};
+    double lx = a - 4.0, ly = cy, lr = 6.0;   /* mass centre 4 px inside the skin line */
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            double u = x / a, v = (y - cy) / b, r2 = u * u + v * v;
+            int val = (int)rng_below(&r, 40);                            /* air */
+            if (r2 <= 1.0) {
+                val = 1050 + (int)rng_below(&r, 100);                    /* fat */
+                if (x < 0.45 * w) val = 3550 + (int)rng_below(&r, 100);  /* dense, near the chest wall */
+                if ((x - lx) * (x - lx) + (y - ly) * (y - ly) <= lr * lr) {
+                    val = 1300 + (int)rng_below(&r, 100);                /* mass in the fat */
+                    if (x < lesion.x0) lesion.x0 = x;
+                    if (x > lesion.x1) lesion.x1 = x;
+                    if (y < lesion.y0) lesion.y0 = y;
+                    if (y > lesion.y1) lesion.y1 = y;
+                }
+                if (x < breast.x0) breast.x0 = x;
+                if (x > breast.x1) breast.x1 = x;
+                if (y < breast.y0) breast.y0 = y;
+                if (y > breast.y1) breast.y1 = y;
+            }
+            im.px[(size_t)y * w + x] = (uint16_t)val;
+        }
+    breast.x1++;
+    breast.y1++;
+    lesion.x1++;
+    lesion.y1++;
+    assert_true(lesion.x1 >= breast.x1 - 3);   /* the mass reaches the skin line */
+    uint16_t t_otsu = image_otsu(&im, 5);
+    assert_true(t_otsu > 1150 && t_otsu < 3550); /* Otsu alone would split fat from dense tissue */
+    Rect bb = image_breast_bbox(&im, NULL);
+    Rect want = breast;
+    if (want.x0 < 5) want.x0 = 5;
+    if (want.y0 < 5) want.y0 = 5;
+    if (want.y1 > h - 5) want.y1 = h - 5;
+    assert_rect_near(bb, want, 1);
+    assert_true(bb.x0 <= lesion.x0 && bb.y0 <= lesion.y0 && bb.x1 >= lesion.x1 && bb.y1 >= lesion.y1);
+    image_free(&im);
+}
+
+/* The generator's own breasts: over 6 patients (24 views, every density) at a small size, the crop
+ * equals the breast mask's bounding box (within 1 px, inside the border trim) and no lesion mask
+ * pixel falls outside it. */
+static void test_crop_synthetic_breasts(void **s) {
+    (void)s;
+    SynthConfig sc;
+    synth_config_default(&sc);
+    sc.n_patients = 6;
+    sc.width = 104;
+    sc.height = 128;
+    sc.quiet = 1;
+    sc.priors.density[0] = sc.priors.density[1] = 0.4f;   /* mostly fatty breasts */
+    sc.priors.density[2] = sc.priors.density[3] = 0.1f;
+    sc.priors.n_findings[0] = 0.0f;                         /* every breast has lesions */
+    int n_lesions = 0, fatty = 0;
+    for (long p = 0; p < sc.n_patients; p++) {
+        SynthExam ex;
+        synth_sample_exam(&sc, p, &ex);
+        for (int v = 0; v < 4; v++) {
+            SynthImage si;
+            Err e;
+            if (synth_render(&sc, &ex, v, &si, &e)) fail_msg("%s", e.msg);
+            fatty += ex.breast[v / 2].density <= 1;
+            Image im = {.px = si.pixels, .w = si.width, .h = si.height, .bits = si.bits};
+            Rect bb = image_breast_bbox(&im, NULL);
+            const int B = 5;   /* default border trim */
+            Rect want = {si.width, si.height, -1, -1};
+            for (int y = B; y < si.height - B; y++)
+                for (int x = B; x < si.width - B; x++)
+                    if (si.breast_mask[(size_t)y * si.width + x]) {
+                        if (x < want.x0) want.x0 = x;
+                        if (x > want.x1) want.x1 = x;
+                        if (y < want.y0) want.y0 = y;
+                        if (y > want.y1) want.y1 = y;
+                    }
+            want.x1++;
+            want.y1++;
+            assert_rect_near(bb, want, 1);
+            for (int k = 0; k < si.n_lesions; k++) {
+                const SynthLesion *L = &si.lesions[k];
+                int lw = L->x1 - L->x0;
+                n_lesions++;
+                for (int y = L->y0; y < L->y1; y++)
+                    for (int x = L->x0; x < L->x1; x++) {
+                        if (!L->mask[(size_t)(y - L->y0) * lw + (x - L->x0)]) continue;
+                        if (x < B || y < B || x >= si.width - B || y >= si.height - B) continue;
+                        if (x < bb.x0 || y < bb.y0 || x >= bb.x1 || y >= bb.y1)
+                            fail_msg("patient %ld view %d lesion %d: mask pixel (%d,%d) outside crop [%d,%d)x[%d,%d)", p, v, k,
+                                     x, y, bb.x0, bb.x1, bb.y0, bb.y1);
+                    }
+            }
+            synth_image_free(&si);
+        }
+    }
+    assert_true(n_lesions >= 12);
+    assert_true(fatty >= 8);
+}
+
 static void test_flip_to_left(void **s) {
     (void)s;
     Phantom p;
@@ -272,6 +384,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_otsu),
         cmocka_unit_test(test_crop_finds_breast),
+        cmocka_unit_test(test_crop_fatty_breast_keeps_skin_lesion),
+        cmocka_unit_test(test_crop_synthetic_breasts),
         cmocka_unit_test(test_flip_to_left),
         cmocka_unit_test(test_resize_mask_nearest_boxes_scaled),
         cmocka_unit_test(test_normalize),

@@ -4,7 +4,8 @@
  * augmented second view, drop-connect: every RNG and the loader position are restored); a
  * non-finite loss stops the run naming the step and the last checkpoint stays loadable; the
  * checkpoint uses the lukemelas names; and 2 MPI ranks with half the batch each reproduce one
- * rank with the whole batch (eval-mode student, so BN does not depend on the shard).
+ * rank with the whole batch: with an eval-mode student (BN does not depend on the shard), and in
+ * train mode with synchronised batch norm (student.sync_bn).
  *
  * The 2-rank case runs this binary under `mpirun -np 2` with VERSA_DISTILL_WORKER set (as
  * tests/engine/test_dist.c does); without mpirun it is skipped. */
@@ -23,6 +24,8 @@
 extern char **environ;
 
 #define WORKER_ENV "VERSA_DISTILL_WORKER"
+#define WORKER_OUT_ENV "VERSA_DISTILL_WORKER_OUT"     /* output folder name under the test dir */
+#define WORKER_OPTS_ENV "VERSA_DISTILL_WORKER_OPTS"   /* config overrides, space-separated */
 
 static char g_dir[256];
 static char g_prepared[512], g_features[512], g_teacher[512];
@@ -135,16 +138,21 @@ static int run(const char *out, const char *extra, int resume, DistillRunResult 
 }
 
 /* the "loss" values of metrics.jsonl in order */
-static int read_losses(const char *out, double *loss, int max) {
-    char path[600];
+static int read_metric(const char *out, const char *key, double *val, int max);
+static int read_losses(const char *out, double *loss, int max) { return read_metric(out, "loss", loss, max); }
+
+/* the values of "key" in metrics.jsonl, in order */
+static int read_metric(const char *out, const char *key, double *val, int max) {
+    char path[600], pat[80];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
     snprintf(path, sizeof path, "%s/%s/metrics.jsonl", g_dir, out);
     FILE *f = fopen(path, "r");
     assert_non_null(f);
     int n = 0;
     char line[4096];
     while (fgets(line, sizeof line, f) && n < max) {
-        const char *p = strstr(line, "\"loss\":");
-        if (p) loss[n++] = atof(p + 7);
+        const char *p = strstr(line, pat);
+        if (p) val[n++] = atof(p + strlen(pat));
     }
     fclose(f);
     return n;
@@ -160,6 +168,9 @@ typedef struct Cmp {
     char worst[128];           /* that dataset */
     size_t n_sets, n_values, n_nonfinite;
     int missing, shape_differs;
+    double rtol, atol;         /* when rtol > 0: datasets with max |a - b| > rtol * max |b| + atol */
+    size_t n_over;             /* are counted here, the first named in `over` */
+    char over[128];
 } Cmp;
 
 static herr_t cmp_visit(hid_t obj, const char *name, const H5O_info_t *info, void *ud) {
@@ -192,6 +203,7 @@ static herr_t cmp_visit(hid_t obj, const char *name, const H5O_info_t *info, voi
             rmax = fmax(rmax, fabs((double)y[i]));
         }
     }
+    if (cm->rtol > 0 && dmax > cm->rtol * rmax + cm->atol && !cm->n_over++) snprintf(cm->over, sizeof cm->over, "%s", name);
     cm->max_abs = fmax(cm->max_abs, dmax);
     cm->max_ref = fmax(cm->max_ref, rmax);
     double rel = dmax > 0 ? (rmax > 0 ? dmax / rmax : INFINITY) : 0.0;
@@ -208,8 +220,8 @@ static herr_t cmp_visit(hid_t obj, const char *name, const H5O_info_t *info, voi
 }
 
 /* Compares every dataset of a with the same dataset of b (b may be NULL: only scan a). */
-static Cmp ckpt_compare(const char *pa, const char *pb, int params_only) {
-    Cmp cm = {.other = -1, .params_only = params_only};
+static Cmp ckpt_compare_tol(const char *pa, const char *pb, int params_only, double rtol, double atol) {
+    Cmp cm = {.other = -1, .params_only = params_only, .rtol = rtol, .atol = atol};
     hid_t fa = H5Fopen(pa, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (fa < 0) fail_msg("%s: cannot open", pa);
     if (pb) {
@@ -221,6 +233,8 @@ static Cmp ckpt_compare(const char *pa, const char *pb, int params_only) {
     if (pb) H5Fclose(cm.other);
     return cm;
 }
+
+static Cmp ckpt_compare(const char *pa, const char *pb, int params_only) { return ckpt_compare_tol(pa, pb, params_only, 0, 0); }
 
 static int has_dataset(const char *path, const char *name) {
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -316,6 +330,56 @@ static void test_nan_stops_and_keeps_checkpoint(void **st) {
     assert_int_equal(r.steps, step - 1);
 }
 
+/* The probe of `versa distill --probe`: runs on a checkpoint and on a random init, is
+ * deterministic, writes its JSON, and names a task the file does not have. */
+static void test_probe(void **st) {
+    (void)st;
+    char ckpt[600], json[600], extra[1400];
+    snprintf(ckpt, sizeof ckpt, "%s/falls/checkpoint.h5", g_dir);
+    snprintf(json, sizeof json, "%s/probe.json", g_dir);
+    ProbeResult a, b;
+    Err e = {0};
+    for (int k = 0; k < 3; k++) {
+        snprintf(extra, sizeof extra, "probe.checkpoint=%s probe.tasks=[density,findings:Mass] probe.k=3 probe.test_split=all %s",
+                 k < 2 ? ckpt : "", k == 0 ? "" : "probe.output=");
+        if (k == 1) snprintf(extra + strlen(extra), sizeof extra - strlen(extra), "%s", json);
+        Config cfg;
+        load_cfg(&cfg, "probe", extra);
+        Ctx c;
+        ctx_init(&c, 0);
+        ProbeResult *r = k == 0 ? &a : &b;
+        if (distill_probe(&cfg, &c, r, &e)) fail_msg("probe %d: %s", k, e.msg);
+        ctx_free(&c);
+        cfg_free(&cfg);
+        assert_int_equal(r->n_tasks, 2);
+        for (int t = 0; t < 2; t++) {
+            const ProbeTask *pt = &r->task[t];
+            print_message("    probe %s %-14s train %ld test %ld: knn %.3f top1 %.3f logreg %.3f (chance %.3f)\n",
+                          k < 2 ? "trained" : "random ", pt->name, pt->n_train, pt->n_test, pt->knn_bacc, pt->top1,
+                          pt->logreg_bacc, pt->chance);
+            assert_true(pt->n_train > 0 && pt->n_test > 0);
+            assert_true(pt->knn_bacc >= 0 && pt->knn_bacc <= 1 && pt->logreg_bacc >= 0 && pt->logreg_bacc <= 1);
+            assert_true(pt->top1_chance > 0 && pt->top1_chance <= 1);
+        }
+        if (k == 1)   /* the same probe twice gives the same numbers */
+            for (int t = 0; t < 2; t++) {
+                assert_true(a.task[t].knn_bacc == b.task[t].knn_bacc);
+                assert_true(a.task[t].logreg_bacc == b.task[t].logreg_bacc);
+                assert_true(a.task[t].top1 == b.task[t].top1);
+            }
+    }
+    assert_int_equal(access(json, R_OK), 0);
+    Config cfg;
+    load_cfg(&cfg, "probe", "probe.tasks=[pathology]");
+    Ctx c;
+    ctx_init(&c, 0);
+    assert_int_equal(distill_probe(&cfg, &c, &a, &e), 1);
+    print_message("    missing task: %s\n", e.msg);
+    assert_non_null(strstr(e.msg, "pathology"));
+    ctx_free(&c);
+    cfg_free(&cfg);
+}
+
 /* ---- 2 ranks ---- */
 
 /* Eval-mode student (BN from running statistics, no dropout / drop-connect), no flips; started
@@ -329,6 +393,13 @@ static void test_nan_stops_and_keeps_checkpoint(void **st) {
     "student.train_mode=false student.drop_connect=0 data.hflip=0 loss.contrastive=released train.max_steps=3 " \
     "loss.align_weight=1.0 optim.lr=1e-3 optim.eps=1e-3"
 
+/* Train mode with synchronised batch norm: BN statistics of the global batch, so 2 ranks x 4
+ * reproduce 1 rank x 8 without freezing BN (dropout, drop-connect and flips off: their random
+ * draws depend on the shard). */
+#define SYNC_OPTS                                                                                             \
+    "student.train_mode=true student.sync_bn=true student.drop_connect=0 data.hflip=0 loss.contrastive=released " \
+    "train.max_steps=3 loss.align_weight=1.0 optim.lr=1e-3 optim.eps=1e-3"
+
 static int worker_main(const char *dir, int *argc, char ***argv) {
     snprintf(g_dir, sizeof g_dir, "%s", dir);
     snprintf(g_prepared, sizeof g_prepared, "%s/vindr.h5", dir);
@@ -339,8 +410,9 @@ static int worker_main(const char *dir, int *argc, char ***argv) {
     dist_init(&c, argc, argv);
     Config cfg;
     char extra[1024];
-    snprintf(extra, sizeof extra, EQUIV_OPTS " train.batch_size=4 student.init=%s/warm/checkpoint.h5", dir);
-    load_cfg(&cfg, "ranks2", extra);
+    const char *opts = getenv(WORKER_OPTS_ENV), *out = getenv(WORKER_OUT_ENV);
+    snprintf(extra, sizeof extra, "%s train.batch_size=4", opts ? opts : "");
+    load_cfg(&cfg, out ? out : "ranks2", extra);
     DistillRunResult r = {.quiet = 1};
     Err e = {0};
     int rc = distill_train(&cfg, 0, &c, &r, &e);
@@ -365,21 +437,9 @@ static int find_in_path(const char *prog) {
     return 0;
 }
 
-static void test_two_ranks_match_one(void **st) {
-    (void)st;
-    if (!find_in_path("mpirun")) {
-        print_message("    mpirun not found: skipping the 2-rank test\n");
-        skip();
-    }
-    /* BN running statistics from four train-mode steps */
-    DistillRunResult r = {0};
-    Err e = {0};
-    if (run("warm", "train.max_steps=4", 0, &r, &e)) fail_msg("warm-up: %s", e.msg);
-    /* one rank, global batch 8 */
-    char extra[1024];
-    snprintf(extra, sizeof extra, EQUIV_OPTS " train.batch_size=8 student.init=%s/warm/checkpoint.h5", g_dir);
-    if (run("ranks1", extra, 0, &r, &e)) fail_msg("1 rank: %s", e.msg);
-    /* two ranks, 4 each: this binary as the worker under mpirun, shared memory only */
+/* `mpirun -np 2` of this binary as the worker (shared memory only): distill_train with `opts`
+ * and train.batch_size=4 on each rank, into <g_dir>/<out>. */
+static void run_two_ranks(const char *out_name, const char *opts) {
     char out[1 << 14];
     int fd[2];
     assert_int_equal(pipe(fd), 0);
@@ -400,9 +460,13 @@ static void test_two_ranks_match_one(void **st) {
             if (strncmp(environ[i], "OMPI_", 5) && strncmp(environ[i], "PMIX_", 5) && strncmp(environ[i], "OMP_NUM_THREADS=", 16) &&
                 strncmp(environ[i], "ASAN_OPTIONS=", 13))
                 env[k++] = environ[i];
-        static char wenv[400], asan_opt[1024];
+        static char wenv[400], asan_opt[1024], oenv[200], xenv[1200];
         snprintf(wenv, sizeof wenv, WORKER_ENV "=%s", g_dir);
+        snprintf(oenv, sizeof oenv, WORKER_OUT_ENV "=%s", out_name);
+        snprintf(xenv, sizeof xenv, WORKER_OPTS_ENV "=%s", opts);
         env[k++] = wenv;
+        env[k++] = oenv;
+        env[k++] = xenv;
         /* MPI's allocations live until exit; LeakSanitizer (make asan) must not fail the job for them */
         const char *asan = getenv("ASAN_OPTIONS");
         snprintf(asan_opt, sizeof asan_opt, "ASAN_OPTIONS=%s%sdetect_leaks=0", asan ? asan : "", asan && *asan ? ":" : "");
@@ -428,6 +492,25 @@ static void test_two_ranks_match_one(void **st) {
     waitpid(pid, &status, 0);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !strstr(out, "rank 0: ok world 2") || !strstr(out, "rank 1: ok world 2"))
         fail_msg("mpirun -np 2 failed (status %d):\n%s", status, out);
+}
+
+static void test_two_ranks_match_one(void **st) {
+    (void)st;
+    if (!find_in_path("mpirun")) {
+        print_message("    mpirun not found: skipping the 2-rank test\n");
+        skip();
+    }
+    /* BN running statistics from four train-mode steps */
+    DistillRunResult r = {0};
+    Err e = {0};
+    if (run("warm", "train.max_steps=4", 0, &r, &e)) fail_msg("warm-up: %s", e.msg);
+    /* one rank, global batch 8 */
+    char extra[1024];
+    snprintf(extra, sizeof extra, EQUIV_OPTS " train.batch_size=8 student.init=%s/warm/checkpoint.h5", g_dir);
+    if (run("ranks1", extra, 0, &r, &e)) fail_msg("1 rank: %s", e.msg);
+    /* two ranks, 4 each */
+    snprintf(extra, sizeof extra, EQUIV_OPTS " student.init=%s/warm/checkpoint.h5", g_dir);
+    run_two_ranks("ranks2", extra);
     char p1[600], p2[600];
     snprintf(p1, sizeof p1, "%s/ranks1/checkpoint.h5", g_dir);
     snprintf(p2, sizeof p2, "%s/ranks2/checkpoint.h5", g_dir);
@@ -456,6 +539,53 @@ static void test_two_ranks_match_one(void **st) {
     assert_true(moved.worst_rel > 100 * cm.worst_rel);
 }
 
+/* Train mode, synchronised BN (student.sync_bn): 2 ranks x 4 equal 1 rank x 8 (1 rank x 8 with
+ * the same options is the reference: sync_bn changes nothing on one rank), and 2 ranks x 4 with
+ * local statistics do not.  Train-mode BN over 8 values per channel (the deepest blocks are 1 x 1
+ * at 32 px) amplifies float rounding from step to step, and some tensors are pure rounding noise
+ * (a BN bias followed by another BN has a true gradient of 0; Adam turns its ~1e-4 noise into
+ * 1e-7 moves), so: the first step's loss and gradient norm tightly, the later losses, every
+ * parameter / buffer within 1e-2 of its dataset's largest value + 1e-5, and the global max|diff|
+ * over max|value|.  (Measured: step-1 loss 1.8e-7 and gradient norm 4.5e-7 apart; losses of 3
+ * steps 4.6e-5; globally 2e-5, small BN biases up to ~3e-3 of their largest value; local
+ * statistics instead: step-1 loss 2.7e-2 apart.) */
+static void test_sync_bn_two_ranks_match_one(void **st) {
+    (void)st;
+    if (!find_in_path("mpirun")) {
+        print_message("    mpirun not found: skipping the 2-rank test\n");
+        skip();
+    }
+    DistillRunResult r = {0};
+    Err e = {0};
+    if (run("sync1", SYNC_OPTS " train.batch_size=8", 0, &r, &e)) fail_msg("1 rank: %s", e.msg);
+    run_two_ranks("sync2", SYNC_OPTS);
+    run_two_ranks("local2", SYNC_OPTS " student.sync_bn=false train.max_steps=1");
+    char p1[600], p2[600];
+    snprintf(p1, sizeof p1, "%s/sync1/checkpoint.h5", g_dir);
+    snprintf(p2, sizeof p2, "%s/sync2/checkpoint.h5", g_dir);
+    Cmp cm = ckpt_compare_tol(p2, p1, 1, 1e-2, 1e-5);
+    double l1[8], l2[8], g1[8], g2[8], ll[8], dl = 0;
+    assert_int_equal(read_losses("sync1", l1, 8), 3);
+    assert_int_equal(read_losses("sync2", l2, 8), 3);
+    assert_int_equal(read_losses("local2", ll, 8), 1);
+    assert_int_equal(read_metric("sync1", "grad_norm", g1, 8), 3);
+    assert_int_equal(read_metric("sync2", "grad_norm", g2, 8), 3);
+    for (int i = 0; i < 3; i++) dl = fmax(dl, fabs(l1[i] - l2[i]) / fabs(l1[i]));
+    const double d1 = fabs(l1[0] - l2[0]) / fabs(l1[0]), dg = fabs(g1[0] - g2[0]) / g1[0];
+    const double dlocal = fabs(l1[0] - ll[0]) / fabs(l1[0]), glob = cm.max_abs / cm.max_ref;
+    print_message("sync BN, train mode, 2 ranks x 4 vs 1 rank x 8: step 1 loss %.3g grad norm %.3g apart; losses of 3 "
+                  "steps %.3g; %zu parameters and buffers: global max|diff|/max|value| %.3g, %zu datasets over "
+                  "1e-2 x max + 1e-5%s%s (worst %.3g x max, %s); local BN instead: step 1 loss %.3g apart\n",
+                  d1, dg, dl, cm.n_sets, glob, cm.n_over, cm.n_over ? ", first " : "", cm.over, cm.worst_rel, cm.worst, dlocal);
+    assert_int_equal(cm.missing, 0);
+    assert_true(cm.n_sets > 300);
+    assert_true(d1 < 1e-5 && dg < 1e-5);
+    assert_true(dl < 1e-3);
+    assert_int_equal(cm.n_over, 0);
+    assert_true(glob < 2e-4);
+    assert_true(dlocal > 1e-3 && dlocal > 100 * d1);   /* the test can tell the two apart */
+}
+
 int main(int argc, char **argv) {
     const char *dir = getenv(WORKER_ENV);
     if (dir) return worker_main(dir, &argc, &argv);
@@ -467,7 +597,9 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_loss_falls),
         cmocka_unit_test(test_resume_is_exact),
         cmocka_unit_test(test_nan_stops_and_keeps_checkpoint),
+        cmocka_unit_test(test_probe),
         cmocka_unit_test(test_two_ranks_match_one),
+        cmocka_unit_test(test_sync_bn_two_ranks_match_one),
     };
     return cmocka_run_group_tests_name(__FILE__, tests, setup, teardown);
 }

@@ -15,6 +15,7 @@
 #include "tests/fuzz/fuzz_csv.c"
 #include "tests/fuzz/fuzz_dicom.c"
 #include "tests/fuzz/fuzz_embed.c"
+#include "tests/fuzz/fuzz_features.c"
 #include "tests/fuzz/fuzz_image.c"
 #include "tests/fuzz/fuzz_inbreast.c"
 #include "tests/fuzz/fuzz_manifest.c"
@@ -32,6 +33,7 @@ typedef struct Target {
 static const Target TARGETS[] = {
     {"cbis", fuzz_cbis},         {"checkpoint", fuzz_checkpoint}, {"cmmd", fuzz_cmmd},   {"config", fuzz_config},
     {"csv", fuzz_csv},           {"dicom", fuzz_dicom},           {"embed", fuzz_embed}, {"image", fuzz_image},
+    {"features", fuzz_features},
     {"inbreast", fuzz_inbreast}, {"manifest", fuzz_manifest},     {"mias", fuzz_mias},   {"prepared", fuzz_prepared},
     {"rsna", fuzz_rsna},         {"vindr", fuzz_vindr},           {"xlsx", fuzz_xlsx},
 };
@@ -80,7 +82,7 @@ static void test_replay_regressions(void **st) {
         total += replay_dir(dir, &TARGETS[k]);
     }
     print_message("replayed %d regression inputs\n", total);
-    assert_true(total >= 14);
+    assert_true(total >= 18);
 }
 
 static void test_replay_corpus(void **st) {
@@ -277,6 +279,67 @@ static void test_converter_huge_shapes(void **st) {
     unlink(out);
 }
 
+/* stb_image 2.27 bugs reached through image_load_mem (found by fuzz_image): a PPM header number
+ * past INT_MAX (signed overflow in stb's header reader) and a JPEG whose SOI follows a 0xFF fill
+ * byte, which skipped the Huffman-table guard (stb then indexes past its 257-entry table) */
+static void test_image_stb_guards(void **st) {
+    (void)st;
+    const struct {
+        const char *name, *needle;
+    } cases[] = {{"ppm_header_int_overflow", "corrupt PPM header"},
+                 {"jpeg_fill_byte_soi_huffman", "bad JPEG Huffman table"}};
+    for (size_t k = 0; k < 2; k++) {
+        char in[256];
+        regression_path(in, sizeof in, "image", cases[k].name);
+        size_t n;
+        uint8_t *buf = read_all(in, &n);
+        Image im;
+        Err e = {{0}};
+        assert_int_equal(image_load_mem(buf, n, cases[k].name, &im, &e), 1);
+        print_message("%s\n", e.msg);
+        if (!strstr(e.msg, cases[k].needle)) fail_msg("'%s' lacks '%s'", e.msg, cases[k].needle);
+        free(buf);
+    }
+}
+
+/* student.patch_size=0 divided by zero in ssl_config_from (found by fuzz_config) */
+static void test_config_patch_size_zero(void **st) {
+    (void)st;
+    Config c;
+    cfg_init(&c);
+    Err e = {{0}};
+    assert_int_equal(cfg_declare(&c, PRETRAIN_KEYS, PRETRAIN_N_KEYS, &e), 0);
+    assert_int_equal(cfg_override(&c, "student.patch_size=0", 0, &e), 0);
+    SslConfig s;
+    assert_int_equal(ssl_config_from(&c, &s, &e), 1);
+    print_message("%s\n", e.msg);
+    assert_non_null(strstr(e.msg, "student.patch_size: 0"));
+    cfg_free(&c);
+}
+
+/* teacher_features_load (found by the limits audit): a 2^31 x 2^31 never-written dataset made
+ * (n * d + 1) * 4 wrap to 4 bytes, and H5Dread then filled 2^62 floats into them */
+static void test_features_dims_overflow(void **st) {
+    (void)st;
+    char in[256], path[1024];
+    regression_path(in, sizeof in, "features", "dims_overflow_unbacked");
+    size_t n;
+    uint8_t *buf = read_all(in, &n);
+    fuzz_join(path, sizeof path, fuzz_tmpdir(), "features_regression.h5");
+    assert_int_equal(h5f_build(buf, n, path), 1);
+    TeacherFeatures tf;
+    Err e = {{0}};
+    assert_int_equal(teacher_features_load(path, TFEAT_CLS, 4, &tf, &e), 1);
+    print_message("%s\n", e.msg);
+    assert_non_null(strstr(e.msg, "'/cls' has 2147483648 rows but the prepared file has 4 samples"));
+    e.msg[0] = 0;
+    assert_int_equal(teacher_features_load(path, TFEAT_GAP, 4, &tf, &e), 1);
+    print_message("%s\n", e.msg);
+    assert_non_null(strstr(e.msg, "'/gap' has 1073741824 values per row (at most 65536)"));
+    free(buf);
+    unlink(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_replay_regressions),
@@ -288,6 +351,9 @@ int main(void) {
         cmocka_unit_test(test_csv_cell_limit),
         cmocka_unit_test(test_xlsx_sheet_limits),
         cmocka_unit_test(test_converter_huge_shapes),
+        cmocka_unit_test(test_image_stb_guards),
+        cmocka_unit_test(test_config_patch_size_zero),
+        cmocka_unit_test(test_features_dims_overflow),
     };
     return cmocka_run_group_tests_name(__FILE__, tests, NULL, NULL);
 }

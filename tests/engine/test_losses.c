@@ -12,41 +12,12 @@
 /* ---------------------------------------------------------------------------------------- */
 /* reference-file helpers */
 
-typedef struct RefArr {
-    float *v;
-    size_t n;
-    int ndim;
-    size_t shape[16];
-} RefArr;
-
-static RefArr load(RefFile *r, const char *grp, const char *key) {
-    char path[128];
-    snprintf(path, sizeof path, "%s/%s", grp, key);
-    RefArr a = {0};
-    a.v = ref_get(r, path, &a.n, &a.ndim, a.shape);
-    return a;
-}
-
-static Tensor *ref_tensor(Ctx *c, const RefArr *a, int requires_grad) {
-    Tensor *t = tensor_from(c, a->ndim, a->shape, a->v);
-    t->requires_grad = (uint8_t)requires_grad;
-    return t;
-}
-
-static double max_abs(const float *v, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)v[i]));
-    return m;
-}
-
-/* |got - ref| <= atol_frac * max|ref| + rtol * |ref|; prints the measured max error / max|ref| */
+/* check_ref: the shared ref_check with the case group and key as its label */
 static void check_ref(const char *grp, const char *key, const float *got, const RefArr *ref, double atol_frac,
                       double rtol) {
     char what[64];
     snprintf(what, sizeof what, "%s %s", grp, key);
-    double err = max_rel_err(got, ref->v, ref->n);
-    printf("    %-28s max err / max|ref| = %.2e\n", what, err);
-    assert_close(what, got, ref->v, ref->n, atol_frac * max_abs(ref->v, ref->n) + 1e-30, rtol);
+    ref_check(what, got, ref, atol_frac, rtol);
 }
 
 /* losses: 1e-5 relative; gradients: 1e-5 of the gradient scale + 1e-4 relative */
@@ -60,11 +31,11 @@ static void check_ref(const char *grp, const char *key, const float *got, const 
 static void ref_cross_entropy(RefFile *r, const char *grp) {
     Ctx c;
     ctx_init(&c, 1);
-    RefArr x = load(r, grp, "logits"), t = load(r, grp, "target"), ls = load(r, grp, "label_smoothing");
-    RefArr loss = load(r, grp, "loss"), dx = load(r, grp, "dlogits");
+    RefArr x = ref_arr(r, grp, "logits"), t = ref_arr(r, grp, "target"), ls = ref_arr(r, grp, "label_smoothing");
+    RefArr loss = ref_arr(r, grp, "loss"), dx = ref_arr(r, grp, "dlogits");
     int32_t target[64];
     for (size_t i = 0; i < t.n; i++) target[i] = (int32_t)t.v[i];  /* -100 = ignore */
-    Tensor *xt = ref_tensor(&c, &x, 1);
+    Tensor *xt = ref_arr_tensor(&c, &x, 1);
     Tensor *l = loss_cross_entropy(&c, xt, target, ls.v[0]);
     check_ref(grp, "loss", l->data, &loss, 0, LOSS_RTOL);
     backward(&c, l);
@@ -79,9 +50,9 @@ typedef Tensor *(*PairLoss)(Ctx *c, Tensor *a, Tensor *b, RefFile *r, const char
 static void ref_pair(RefFile *r, const char *grp, PairLoss fn) {
     Ctx c;
     ctx_init(&c, 1);
-    RefArr a = load(r, grp, "a"), b = load(r, grp, "b"), loss = load(r, grp, "loss");
-    RefArr da = load(r, grp, "da"), db = load(r, grp, "db");
-    Tensor *at = ref_tensor(&c, &a, 1), *bt = ref_tensor(&c, &b, 1);
+    RefArr a = ref_arr(r, grp, "a"), b = ref_arr(r, grp, "b"), loss = ref_arr(r, grp, "loss");
+    RefArr da = ref_arr(r, grp, "da"), db = ref_arr(r, grp, "db");
+    Tensor *at = ref_arr_tensor(&c, &a, 1), *bt = ref_arr_tensor(&c, &b, 1);
     Tensor *l = fn(&c, at, bt, r, grp);
     check_ref(grp, "loss", l->data, &loss, 0, LOSS_RTOL);
     backward(&c, l);
@@ -92,7 +63,7 @@ static void ref_pair(RefFile *r, const char *grp, PairLoss fn) {
 }
 
 static float ref_scalar(RefFile *r, const char *grp, const char *key) {
-    RefArr s = load(r, grp, key);
+    RefArr s = ref_arr(r, grp, key);
     float v = s.v[0];
     free(s.v);
     return v;
@@ -106,7 +77,7 @@ static Tensor *pl_bce(Ctx *c, Tensor *a, Tensor *b, RefFile *r, const char *g) {
     char key[64];
     snprintf(key, sizeof key, "%s/weight", g);
     if (!ref_has(r, key)) return loss_bce_logits(c, a, b, NULL);
-    RefArr w = load(r, g, "weight");
+    RefArr w = ref_arr(r, g, "weight");
     Tensor *l = loss_bce_logits(c, a, b, w.v);
     free(w.v);  /* the loss keeps its own copy for backward */
     return l;

@@ -44,6 +44,7 @@ static void test_binary_gradcheck(void **st) {
         {transposed(GC_IN(3, 2, 3, 4)), GC_IN(1, 4)},              /* strided a, row vector b */
         {GC_IN(3, 3, 4, 5), transposed(GC_IN(2, 4, 5))},           /* strided b broadcast over dim 0 */
         {transposed(GC_IN(2, 1, 4)), transposed(GC_IN(3, 2, 3, 4))}, /* both transposed views */
+        {GC_IN(4, 2, 3, 4, 5), GC_IN(4, 2, 3, 1, 1)},              /* per-channel gate (N, C, 1, 1) */
     };
     GcOpts o = {0};
     char what[96];
@@ -228,6 +229,7 @@ static void test_large_paths(void **st) {
         check_large(op, 2, TSHAPE(300, 200), 2, TSHAPE(300, 200), 1);      /* same shape, a strided */
         check_large(op, 3, TSHAPE(16, 33, 80), 2, TSHAPE(33, 1), 0);       /* middle broadcast */
         check_large(op, 1, TSHAPE(40000), 1, TSHAPE(1), 0);                /* one long run, scalar b */
+        check_large(op, 4, TSHAPE(8, 40, 12, 12), 4, TSHAPE(8, 40, 1, 1), 0); /* per-channel gate */
     }
 }
 

@@ -12,41 +12,6 @@
 /* ---------------------------------------------------------------------------------------- */
 /* reference-file helpers */
 
-typedef struct RefArr {
-    float *v;
-    size_t n;
-    int ndim;
-    size_t shape[16];
-} RefArr;
-
-static RefArr load(RefFile *r, const char *grp, const char *key) {
-    char path[128];
-    snprintf(path, sizeof path, "%s/%s", grp, key);
-    RefArr a = {0};
-    a.v = ref_get(r, path, &a.n, &a.ndim, a.shape);
-    return a;
-}
-
-static Tensor *ref_tensor(Ctx *c, const RefArr *a, int requires_grad) {
-    Tensor *t = tensor_from(c, a->ndim, a->shape, a->v);
-    t->requires_grad = (uint8_t)requires_grad;
-    return t;
-}
-
-static double max_abs(const float *v, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)v[i]));
-    return m;
-}
-
-/* Compares against PyTorch with |got - ref| <= atol_frac * max|ref| + rtol * |ref| and prints the
- * measured max error relative to max|ref| (the numbers quoted in the report). */
-static void check_ref(const char *what, const float *got, const RefArr *ref, double atol_frac, double rtol) {
-    double err = max_rel_err(got, ref->v, ref->n);
-    printf("    %-34s max err / max|ref| = %.2e\n", what, err);
-    assert_close(what, got, ref->v, ref->n, atol_frac * max_abs(ref->v, ref->n) + 1e-30, rtol);
-}
-
 /* outputs: 1e-5 relative; input gradients: 1e-5 of the gradient scale + 1e-4 relative */
 #define OUT_ATOL 1e-6
 #define OUT_RTOL 1e-5
@@ -64,15 +29,15 @@ static Tensor *row_l2_normalize(Ctx *c, Tensor *x, float eps) { return op_l2_nor
 static void ref_row_op(RefFile *r, const char *grp, RowOp op, float eps) {
     Ctx c;
     ctx_init(&c, 1);
-    RefArr x = load(r, grp, "x"), dy = load(r, grp, "dy"), y = load(r, grp, "y"), dx = load(r, grp, "dx");
-    Tensor *xt = ref_tensor(&c, &x, 1);
+    RefArr x = ref_arr(r, grp, "x"), dy = ref_arr(r, grp, "dy"), y = ref_arr(r, grp, "y"), dx = ref_arr(r, grp, "dx");
+    Tensor *xt = ref_arr_tensor(&c, &x, 1);
     Tensor *yt = op(&c, xt, eps);
     char what[64];
     snprintf(what, sizeof what, "%s y", grp);
-    check_ref(what, yt->data, &y, OUT_ATOL, OUT_RTOL);
+    ref_check(what, yt->data, &y, OUT_ATOL, OUT_RTOL);
     backward_from(&c, yt, dy.v);
     snprintf(what, sizeof what, "%s dx", grp);
-    check_ref(what, xt->grad, &dx, GRAD_ATOL, GRAD_RTOL);
+    ref_check(what, xt->grad, &dx, GRAD_ATOL, GRAD_RTOL);
     free(x.v), free(dy.v), free(y.v), free(dx.v);
     ctx_free(&c);
 }
@@ -90,7 +55,7 @@ static void test_softmax_ref(void **st) {
 static void test_l2_normalize_ref(void **st) {
     (void)st;
     RefFile *r = ref_open("ops_norm");
-    RefArr eps = load(r, "l2_normalize", "eps");
+    RefArr eps = ref_arr(r, "l2_normalize", "eps");
     /* row 2 has ||x|| < eps: there the gradient is dy / eps, ~1000x the others */
     ref_row_op(r, "l2_normalize", row_l2_normalize, eps.v[0]);
     free(eps.v);
@@ -100,28 +65,28 @@ static void test_l2_normalize_ref(void **st) {
 static void ref_layernorm(RefFile *r, const char *grp, int affine) {
     Ctx c;
     ctx_init(&c, 1);
-    RefArr x = load(r, grp, "x"), dy = load(r, grp, "dy"), y = load(r, grp, "y"), dx = load(r, grp, "dx");
-    RefArr eps = load(r, grp, "eps");
+    RefArr x = ref_arr(r, grp, "x"), dy = ref_arr(r, grp, "dy"), y = ref_arr(r, grp, "y"), dx = ref_arr(r, grp, "dx");
+    RefArr eps = ref_arr(r, grp, "eps");
     RefArr w = {0}, b = {0}, dw = {0}, db = {0};
     Tensor *wt = NULL, *bt = NULL;
     if (affine) {
-        w = load(r, grp, "w"), b = load(r, grp, "b"), dw = load(r, grp, "dw"), db = load(r, grp, "db");
-        wt = ref_tensor(&c, &w, 1);
-        bt = ref_tensor(&c, &b, 1);
+        w = ref_arr(r, grp, "w"), b = ref_arr(r, grp, "b"), dw = ref_arr(r, grp, "dw"), db = ref_arr(r, grp, "db");
+        wt = ref_arr_tensor(&c, &w, 1);
+        bt = ref_arr_tensor(&c, &b, 1);
     }
-    Tensor *xt = ref_tensor(&c, &x, 1);
+    Tensor *xt = ref_arr_tensor(&c, &x, 1);
     Tensor *yt = op_layernorm(&c, xt, wt, bt, eps.v[0]);
     char what[64];
     snprintf(what, sizeof what, "%s y", grp);
-    check_ref(what, yt->data, &y, OUT_ATOL, OUT_RTOL);
+    ref_check(what, yt->data, &y, OUT_ATOL, OUT_RTOL);
     backward_from(&c, yt, dy.v);
     snprintf(what, sizeof what, "%s dx", grp);
-    check_ref(what, xt->grad, &dx, GRAD_ATOL, GRAD_RTOL);
+    ref_check(what, xt->grad, &dx, GRAD_ATOL, GRAD_RTOL);
     if (affine) {
         snprintf(what, sizeof what, "%s dw", grp);
-        check_ref(what, wt->grad, &dw, GRAD_ATOL, GRAD_RTOL);
+        ref_check(what, wt->grad, &dw, GRAD_ATOL, GRAD_RTOL);
         snprintf(what, sizeof what, "%s db", grp);
-        check_ref(what, bt->grad, &db, GRAD_ATOL, GRAD_RTOL);
+        ref_check(what, bt->grad, &db, GRAD_ATOL, GRAD_RTOL);
     }
     free(x.v), free(dy.v), free(y.v), free(dx.v), free(eps.v);
     free(w.v), free(b.v), free(dw.v), free(db.v);
@@ -140,29 +105,29 @@ static void ref_batchnorm(RefFile *r, const char *grp, int training) {
     Ctx c;
     ctx_init(&c, 1);
     c.training = training;
-    RefArr x = load(r, grp, "x"), dy = load(r, grp, "dy"), w = load(r, grp, "w"), b = load(r, grp, "b");
-    RefArr rm0 = load(r, grp, "running_mean0"), rv0 = load(r, grp, "running_var0");
-    RefArr rm1 = load(r, grp, "running_mean1"), rv1 = load(r, grp, "running_var1");
-    RefArr y = load(r, grp, "y"), dx = load(r, grp, "dx"), dw = load(r, grp, "dw"), db = load(r, grp, "db");
-    RefArr mom = load(r, grp, "momentum"), eps = load(r, grp, "eps");
-    Tensor *xt = ref_tensor(&c, &x, 1), *wt = ref_tensor(&c, &w, 1), *bt = ref_tensor(&c, &b, 1);
+    RefArr x = ref_arr(r, grp, "x"), dy = ref_arr(r, grp, "dy"), w = ref_arr(r, grp, "w"), b = ref_arr(r, grp, "b");
+    RefArr rm0 = ref_arr(r, grp, "running_mean0"), rv0 = ref_arr(r, grp, "running_var0");
+    RefArr rm1 = ref_arr(r, grp, "running_mean1"), rv1 = ref_arr(r, grp, "running_var1");
+    RefArr y = ref_arr(r, grp, "y"), dx = ref_arr(r, grp, "dx"), dw = ref_arr(r, grp, "dw"), db = ref_arr(r, grp, "db");
+    RefArr mom = ref_arr(r, grp, "momentum"), eps = ref_arr(r, grp, "eps");
+    Tensor *xt = ref_arr_tensor(&c, &x, 1), *wt = ref_arr_tensor(&c, &w, 1), *bt = ref_arr_tensor(&c, &b, 1);
     /* the op updates the buffers in place (training) */
     float *rm = rm0.v, *rv = rv0.v;
     Tensor *yt = op_batchnorm(&c, xt, wt, bt, rm, rv, mom.v[0], eps.v[0]);
     char what[64];
     snprintf(what, sizeof what, "%s y", grp);
-    check_ref(what, yt->data, &y, OUT_ATOL, OUT_RTOL);
+    ref_check(what, yt->data, &y, OUT_ATOL, OUT_RTOL);
     snprintf(what, sizeof what, "%s running_mean", grp);
-    check_ref(what, rm, &rm1, OUT_ATOL, OUT_RTOL);
+    ref_check(what, rm, &rm1, OUT_ATOL, OUT_RTOL);
     snprintf(what, sizeof what, "%s running_var", grp);
-    check_ref(what, rv, &rv1, OUT_ATOL, OUT_RTOL);
+    ref_check(what, rv, &rv1, OUT_ATOL, OUT_RTOL);
     backward_from(&c, yt, dy.v);
     snprintf(what, sizeof what, "%s dx", grp);
-    check_ref(what, xt->grad, &dx, GRAD_ATOL, GRAD_RTOL);
+    ref_check(what, xt->grad, &dx, GRAD_ATOL, GRAD_RTOL);
     snprintf(what, sizeof what, "%s dw", grp);
-    check_ref(what, wt->grad, &dw, GRAD_ATOL, GRAD_RTOL);
+    ref_check(what, wt->grad, &dw, GRAD_ATOL, GRAD_RTOL);
     snprintf(what, sizeof what, "%s db", grp);
-    check_ref(what, bt->grad, &db, GRAD_ATOL, GRAD_RTOL);
+    ref_check(what, bt->grad, &db, GRAD_ATOL, GRAD_RTOL);
     RefArr *all[] = {&x, &dy, &w, &b, &rm0, &rv0, &rm1, &rv1, &y, &dx, &dw, &db, &mom, &eps};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]->v);
     ctx_free(&c);
@@ -202,6 +167,13 @@ static Tensor *gc_batchnorm(Ctx *c, Tensor **in, void *ud) {
     return op_batchnorm(c, in[0], a->affine ? in[1] : NULL, a->affine ? in[2] : NULL,
                         a->with_running ? a->running_mean : NULL, a->with_running ? a->running_var : NULL, 0.1f,
                         1e-5f);
+}
+
+static Tensor *gc_batchnorm_silu(Ctx *c, Tensor **in, void *ud) {
+    BnArgs *a = ud;
+    return op_batchnorm_silu(c, in[0], a->affine ? in[1] : NULL, a->affine ? in[2] : NULL,
+                             a->with_running ? a->running_mean : NULL, a->with_running ? a->running_var : NULL, 0.1f,
+                             1e-5f);
 }
 
 static GcInput transposed(GcInput in) {
@@ -317,6 +289,87 @@ static void test_softmax_large_logits(void **st) {
     backward_from(&c, lp, dy);
     assert_true(all_finite(xl->grad, 12));
     ctx_free(&c);
+}
+
+static void test_gradcheck_batchnorm_silu(void **st) {
+    (void)st;
+    GcOpts train = {.training = 1}, eval = {.training = 0};
+    GcInput in[3] = {GC_IN(4, 3, 4, 2, 3), GC_IN(1, 4), GC_IN(1, 4)};
+    in[1].lo = 0.5f, in[1].hi = 1.5f;
+    BnArgs a = {.with_running = 1, .affine = 1};
+    for (int ch = 0; ch < 4; ch++) a.running_mean[ch] = 0.1f * (float)ch, a.running_var[ch] = 0.5f + 0.2f * (float)ch;
+    gc("batchnorm_silu train", gc_batchnorm_silu, in, 3, &a, train);
+    gc("batchnorm_silu eval", gc_batchnorm_silu, in, 3, &a, eval);
+    GcInput tin[3] = {transposed(in[0]), in[1], in[2]};
+    gc("batchnorm_silu train (transposed view)", gc_batchnorm_silu, tin, 3, &a, train);
+    BnArgs plain = {.with_running = 0, .affine = 0};
+    gc("batchnorm_silu train, no affine", gc_batchnorm_silu, in, 1, &plain, train);
+}
+
+/* op_batchnorm_silu is op_silu(op_batchnorm(...)) (both checked against PyTorch above / in
+ * test_ops_activation) without the stored BN output: the same running statistics bit for bit and
+ * outputs and gradients to float rounding (vector vs scalar expf may differ in the last ulp), on the
+ * PyTorch reference input and on a (4, 8, 24, 24) input large enough for the threaded paths, in
+ * training and eval mode */
+static void fused_vs_composed(const char *what, size_t N, size_t C, size_t S, const float *x0, int training) {
+    const size_t n = N * C * S;
+    float *out[2][4];   /* [fused, composed][y, dx, dw, db] */
+    float rm[2][64], rv[2][64];
+    assert_true(C <= 64);
+    for (int fused = 0; fused < 2; fused++) {
+        Ctx c;
+        ctx_init(&c, 1);
+        c.training = training;
+        Tensor *x = tensor_from(&c, 4, TSHAPE(N, C, S, 1), x0);
+        Tensor *w = tensor_new_(&c, C), *b = tensor_new_(&c, C);
+        for (size_t ch = 0; ch < C; ch++) {
+            w->data[ch] = 0.6f + 0.1f * (float)ch;
+            b->data[ch] = -0.3f + 0.07f * (float)ch;
+            rm[fused][ch] = 0.05f * (float)ch;
+            rv[fused][ch] = 0.8f + 0.1f * (float)ch;
+        }
+        x->requires_grad = w->requires_grad = b->requires_grad = 1;
+        Tensor *y = fused ? op_batchnorm_silu(&c, x, w, b, rm[fused], rv[fused], 0.1f, 1e-3f)
+                          : op_silu(&c, op_batchnorm(&c, x, w, b, rm[fused], rv[fused], 0.1f, 1e-3f));
+        float *dy = malloc(n * sizeof(float));
+        for (size_t i = 0; i < n; i++) dy[i] = 0.01f * (float)((i * 7919) % 201) - 1.0f;
+        backward_from(&c, y, dy);
+        const Tensor *src[4] = {y, x, w, b};
+        for (int k = 0; k < 4; k++) {
+            size_t m = k ? (k == 1 ? n : C) : n;
+            out[fused][k] = malloc(m * sizeof(float));
+            memcpy(out[fused][k], k ? src[k]->grad : src[k]->data, m * sizeof(float));
+        }
+        free(dy);
+        ctx_free(&c);
+    }
+    const char *names[4] = {"y", "dx", "dw", "db"};
+    char msg[96];
+    for (int k = 0; k < 4; k++) {
+        snprintf(msg, sizeof msg, "%s %s", what, names[k]);
+        assert_close(msg, out[1][k], out[0][k], k < 2 ? n : C, 1e-6, 1e-5);
+        free(out[0][k]);
+        free(out[1][k]);
+    }
+    assert_memory_equal(rm[0], rm[1], C * sizeof(float));
+    assert_memory_equal(rv[0], rv[1], C * sizeof(float));
+}
+
+static void test_batchnorm_silu_fused(void **st) {
+    (void)st;
+    RefFile *r = ref_open("ops_norm");
+    RefArr x = ref_arr(r, "batchnorm_train", "x");
+    size_t C = x.shape[1], S = x.n / (x.shape[0] * C);
+    fused_vs_composed("bn_silu ref train", x.shape[0], C, S, x.v, 1);
+    fused_vs_composed("bn_silu ref eval", x.shape[0], C, S, x.v, 0);
+    free(x.v);
+    ref_close(r);
+    const size_t N = 4, C2 = 8, S2 = 24 * 24, n = N * C2 * S2;
+    float *xb = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) xb[i] = 0.5f * sinf(0.001f * (float)(i * 37 % 9973)) + 0.1f * (float)(i % C2);
+    fused_vs_composed("bn_silu (4,8,24,24) train", N, C2, S2, xb, 1);
+    fused_vs_composed("bn_silu (4,8,24,24) eval", N, C2, S2, xb, 0);
+    free(xb);
 }
 
 static void test_batchnorm_modes(void **st) {
@@ -448,6 +501,8 @@ int main(void) {
         cmocka_unit_test(test_gradcheck_layernorm),
         cmocka_unit_test(test_gradcheck_l2_normalize),
         cmocka_unit_test(test_gradcheck_batchnorm),
+        cmocka_unit_test(test_gradcheck_batchnorm_silu),
+        cmocka_unit_test(test_batchnorm_silu_fused),
         cmocka_unit_test(test_softmax_large_logits),
         cmocka_unit_test(test_batchnorm_modes),
         cmocka_unit_test(test_shape_errors),

@@ -11,37 +11,6 @@
 /* ------------------------------------------------------------------------------------------ */
 /* PyTorch references (tests/ref/ops_conv.py, group resize/) */
 
-static Tensor *ref_tensor(Ctx *c, RefFile *r, const char *group, const char *name, int requires_grad) {
-    char key[160];
-    size_t n, shape[8];
-    int nd;
-    snprintf(key, sizeof key, "%s/%s", group, name);
-    float *d = ref_get(r, key, &n, &nd, shape);
-    Tensor *t = tensor_from(c, nd, shape, d);
-    t->requires_grad = (uint8_t)requires_grad;
-    free(d);
-    return t;
-}
-
-static double compare_ref(RefFile *r, const char *group, const char *name, const Tensor *t, const float *a,
-                          double rel) {
-    char key[160], what[200];
-    size_t nr, shape[8];
-    int nd;
-    snprintf(key, sizeof key, "%s/%s", group, name);
-    float *b = ref_get(r, key, &nr, &nd, shape);
-    assert_int_equal(nr, t->numel);
-    assert_int_equal(nd, t->ndim);
-    for (int d = 0; d < nd; d++) assert_int_equal(shape[d], t->shape[d]);
-    double mb = 0;
-    for (size_t i = 0; i < nr; i++) mb = fmax(mb, fabs((double)b[i]));
-    snprintf(what, sizeof what, "%s %s", group, name);
-    assert_close(what, a, b, nr, rel * mb, rel);
-    double e = max_rel_err(a, b, nr);
-    free(b);
-    return e;
-}
-
 static void test_resize_vs_pytorch(void **st) {
     (void)st;
     static const char *cases[] = {
@@ -60,7 +29,7 @@ static void test_resize_vs_pytorch(void **st) {
         int mode = (int)a[0], oh = (int)a[1], ow = (int)a[2], w0 = (int)a[3], M = (int)a[4];
         Ctx c;
         ctx_init(&c, 1);
-        Tensor *x = ref_tensor(&c, r, grp, "x", 1), *y;
+        Tensor *x = ref_tensor_at(&c, r, grp, "x", 1), *y;
         if (w0 > 0) {
             /* DINOv2: scale_factor = (w0 + interpolate_offset) / M, computed in double */
             double sf = (w0 + 0.1) / M;
@@ -70,10 +39,10 @@ static void test_resize_vs_pytorch(void **st) {
               : mode == 1 ? op_resize_bilinear(&c, x, oh, ow)
                           : op_resize_bicubic(&c, x, oh, ow);
         }
-        double ey = compare_ref(r, grp, "y", y, y->data, 1e-5);
-        Tensor *R = ref_tensor(&c, r, grp, "R", 0);
+        double ey = ref_compare(r, grp, "y", y, y->data, y->numel, 1e-5);
+        Tensor *R = ref_tensor_at(&c, r, grp, "R", 0);
         backward_from(&c, y, R->data);
-        double eg = compare_ref(r, grp, "gx", x, x->grad, 1e-5);
+        double eg = ref_compare(r, grp, "gx", x, x->grad, x->numel, 1e-5);
         printf("    %-24s out %.2e  grad %.2e (max |err| / max |ref|)\n", cases[i], ey, eg);
         wy = fmax(wy, ey), wg = fmax(wg, eg);
         free(a);

@@ -3,7 +3,7 @@
  * `scripts/fuzz.sh seeds`, which copies the plain fixture files itself):
  *
  *   make_seeds xlsx2csv FILE.xlsx          the sheet as CSV on stdout (the CMMD CSV seed)
- *   make_seeds hdf5 CORPUS_DIR FIXTURES    prepared/ and checkpoint/ seeds:
+ *   make_seeds hdf5 CORPUS_DIR FIXTURES    prepared/, checkpoint/ and features/ seeds:
  *       - real files written by the project (the manifest and MIAS fixtures converted at 8x8,
  *         a checkpoint of fuzz_checkpoint.c's layout), as raw HDF5 bytes;
  *       - descriptions (tests/fuzz/h5_harness.h) of a valid file of each kind, so mutations
@@ -198,6 +198,21 @@ static int hdf5_seeds(const char *corpus, const char *fx) {
     bad |= put_file(dir, "desc_valid", desc);
     params_free(&s);
     params_free(&t);
+
+    /* teacher features (fuzz_features.c: 4 samples), as `versa extract` lays them out */
+    snprintf(dir, sizeof dir, "%s/features", corpus);
+    mkdir(dir, 0755);
+    bad |= put_file(dir, "valid",
+                    "D /cls f32 4,3 = 0.5,-1,2\nD /gap f32 4,3 = 1,2,3\nD /dino_bottleneck f32 4,2 = 0.25,0.75\n"
+                    "D /ibot_bottleneck f32 4,2 = -0.5,0.5\nD /sample f32 4 = 3,1,0,2\n");
+    bad |= put_file(dir, "no_ibot",
+                    "D /cls f32 4,3 = 0.5,-1,2\nD /gap f32 4,3 = 1,2,3\nD /dino_bottleneck f32 4,2 = 0.25,0.75\n"
+                    "D /sample f32 4 = 0,1,2,3\n");
+    bad |= put_file(dir, "near_valid",
+                    "D /cls f32 4,3 = 0.5,nan,2\nD /gap f32 4 = 1\nD /dino_bottleneck f32 4,2,2 = 1\nD /sample f32 4 = 0,1,1,3\n");
+    bad |= put_file(dir, "huge_dims",
+                    "D /cls f32 2147483648,2147483648\nD /gap f32 4,1073741824\nD /dino_bottleneck f32 4,2 = 1\n"
+                    "D /sample f64 4 = 0,1,2,3.5\n");
     return bad;
 }
 

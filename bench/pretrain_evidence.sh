@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# bench/pretrain_evidence.sh — stage 1 evidence (issue 5): does the CPU-sized DINOv2 teacher learn
+# features that a frozen-feature probe can use, compared with the same ViT randomly initialised?
+#
+#   data:     versa bench --make-synthetic: PATIENTS synthetic patients (4 images each) in the
+#             VinDr-Mammo and CBIS-DDSM layouts, prepared with the real converters (VinDr 128 px,
+#             CBIS 256 px); the patient-level train/val/test split of the converters
+#   stage 1:  versa pretrain configs/pretrain/vit_tiny_cpu.yaml on the train split of the VinDr
+#             file (ViT-Ti/16, 96 px global crops, K = 4096), ITERS iterations (<= 15 min on 2
+#             cores); the CBIS images (another layout and size) are never seen in pretraining
+#   probes:   versa bench --suite synthetic on frozen features (GAP of the final-norm patch tokens),
+#             the teacher and the same architecture randomly initialised (seed 0), both at the
+#             pretraining resolution and normalisation: linear probe (AdamW, model selection on
+#             val) and k-NN (k = 20) for density A-D (VinDr and CBIS layouts) and malignancy
+#             (CBIS pathology, whole images and lesion crops), test-split metrics with bootstrap CIs.
+#
+# Usage: bash bench/pretrain_evidence.sh [BUILD_DIR] [OUT_DIR]
+# Knobs (environment): PATIENTS (400), ITERS (600 = optim.epochs 12 x 50), THREADS (2),
+#   CONFIG (configs/pretrain/vit_tiny_cpu.yaml), EXTRA (more key=value overrides of the pretrain
+#   config), SIZE (96: probe input side).
+# Reruns reuse what exists in OUT_DIR (data, teacher checkpoint, feature caches); delete the
+# folder (or OUT_DIR/teacher) to start over.  Not run by the tests.  Writes OUT_DIR/results.md.
+set -euo pipefail
+build=${1:-build}
+out=${2:-runs/pretrain_evidence}
+PATIENTS=${PATIENTS:-400}
+ITERS=${ITERS:-600}
+THREADS=${THREADS:-2}
+CONFIG=${CONFIG:-configs/pretrain/vit_tiny_cpu.yaml}
+EXTRA=${EXTRA:-}
+SIZE=${SIZE:-96}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} VERSA_THREADS=$THREADS OMP_NUM_THREADS=$THREADS
+versa="$build/versa"
+[ -x "$versa" ] || { echo "pretrain_evidence: $versa not found (make BUILD=$build)"; exit 1; }
+mkdir -p "$out"
+t_start=$(date +%s)
+log() { echo "== $* ($(( $(date +%s) - t_start )) s)"; }
+cpu_of() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat" 2>/dev/null; }
+
+# ---- data ----
+if [ ! -f "$out/data/synth-cbis.h5" ]; then
+  log "synthetic data: $PATIENTS patients"
+  "$versa" bench --make-synthetic "$out/data" --patients "$PATIENTS" --size 256x320
+fi
+
+# ---- stage 1 ----
+epoch_len=50
+epochs=$(( (ITERS + epoch_len - 1) / epoch_len ))
+if [ ! -f "$out/teacher/checkpoint.h5" ]; then
+  log "stage 1: $CONFIG, $ITERS iterations, $THREADS threads"
+  # shellcheck disable=SC2086
+  /usr/bin/time -f "%e s wall, %U s user, %S s sys, %M KB peak RSS" -o "$out/pretrain_time.txt" \
+    "$versa" pretrain "$CONFIG" "data.sources=[$out/data/synth-vindr.h5]" \
+      "train.output_dir=$out/teacher" "train.OFFICIAL_EPOCH_LENGTH=$epoch_len" "optim.epochs=$epochs" \
+      "train.max_iterations=$ITERS" train.log_every=25 "train.checkpoint_every=$ITERS" $EXTRA
+fi
+cat "$out/pretrain_time.txt" 2>/dev/null || true
+
+# ---- probes ----
+# The probe tasks: density and malignancy of configs/bench/synthetic.yaml, plus whole-image
+# malignancy of the CBIS layout (the suite probes CBIS pathology on lesion crops only).
+cat >"$out/tasks.yaml" <<'EOF'
+tasks:
+  syn_cbis_malignancy:
+    title: "Synthetic CBIS malignancy (whole image)"
+    dataset: synth-cbis
+    category: classification
+    protocol: [linear, knn]
+    label: pathology
+    classes: [Benign, Malignant]
+    source: [benign, malignant]
+    metric: auc
+EOF
+log "probes: teacher vs random init ($SIZE px)"
+# pretraining normalises with the ImageNet mean/std (data/augment.c): probe with the same (their
+# averages over the 3 channels), so the teacher sees the input statistics it was trained on
+"$versa" bench --suite synthetic --tasks "$out/tasks.yaml" --data-root "$out/data" --out "$out/bench" \
+  --only syn_vindr_density,syn_cbis_density,syn_cbis_malignancy,syn_cbis_pathology \
+  --model "teacher=ckpt:$out/teacher/checkpoint.h5:teacher:$SIZE" --model "random=random:vit_tiny:16:$SIZE" \
+  input.mean=0.449 input.std=0.226 --quiet
+
+# ---- table ----
+{
+  echo "# Stage 1 evidence: frozen-feature probes, pretrained teacher vs random init"
+  echo
+  echo "Command: \`bash bench/pretrain_evidence.sh $build $out\` (PATIENTS=$PATIENTS ITERS=$ITERS THREADS=$THREADS"
+  echo "CONFIG=$CONFIG EXTRA='$EXTRA' SIZE=$SIZE)"
+  echo
+  echo "Pretraining: $(cat "$out/pretrain_time.txt" 2>/dev/null || echo '(reused checkpoint)');"
+  echo "first/last logged loss: $(head -1 "$out/teacher/metrics.jsonl" | grep -o '"loss": *[-0-9.e]*' | head -1) ->" \
+       "$(tail -1 "$out/teacher/metrics.jsonl" | grep -o '"loss": *[-0-9.e]*' | head -1)"
+  echo
+  echo "Test split: AUC (one-vs-rest macro for density) and balanced accuracy (bacc), 95% bootstrap CI in brackets."
+  echo
+  echo "| task | protocol | metric | random init | teacher | teacher - random |"
+  echo "|---|---|---|---|---|---|"
+  awk -F, 'NR > 1 && ($4 ~ /auc$/ || $4 ~ /bacc$/) {
+      key = $2 "," $4; v[$1 "," key] = $5; lo[$1 "," key] = $6; hi[$1 "," key] = $7
+      if (!(key in seen)) { seen[key] = 1; order[n++] = key } }
+    END {
+      for (i = 0; i < n; i++) {
+        # metric names: auc, bacc (linear probe), knn_auc, knn_bacc (k-NN)
+        split(order[i], k, ","); m = k[2]; p = "linear"; mm = m
+        if (index(m, "_")) { p = m; sub(/_.*/, "", p); sub(/^[^_]*_/, "", mm) }
+        r = "random," order[i]; t = "teacher," order[i]
+        if (!(r in v) || !(t in v)) continue
+        printf "| %s | %s | %s | %.3f [%.3f, %.3f] | %.3f [%.3f, %.3f] | %+.3f |\n", k[1], p, mm,
+               v[r], lo[r], hi[r], v[t], lo[t], hi[t], v[t] - v[r]
+      } }' "$out/bench/results.csv"
+} >"$out/results.md"
+cat "$out/results.md"
+log "done; table in $out/results.md"
