@@ -1,7 +1,6 @@
 /* plot_lines.c — training curves: metrics.jsonl (engine/train.c writes one JSON object per step)
  * read into series, drawn as a grid of line-plot panels, one per quantity, to an 8-bit RGB PNG.
- * Same font (stb_easy_font) and palette as ranks.png (bench/plot.c); stb_image_write writes the
- * file (compiled once in data/stb_impl.c).
+ * Same font and palette as ranks.png (bench/plot.c), drawn with data/canvas.h.
  *
  * The geometry is fixed (PLOT_PANEL_W x PLOT_PANEL_H per panel, at most 3 columns) and public
  * through plot_lines_size / plot_lines_area / plot_nice_range, so a test can say which pixel a
@@ -13,15 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#pragma GCC diagnostic ignored "-Wmissing-braces"
-#include <stb_image_write.h>
-#include <stb_easy_font.h>
-#pragma GCC diagnostic pop
 
 const uint8_t PLOT_LINES_PALETTE[8][3] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40},
                                           {148, 103, 189}, {140, 86, 75}, {227, 119, 194}, {23, 190, 207}};
@@ -226,49 +216,6 @@ void plot_nice_range(double lo, double hi, double *a, double *b, double *step) {
 /* ------------------------------------------------------------------------------------------ */
 /* Drawing */
 
-typedef struct Canvas {
-    uint8_t *px;   // (h, w, 3)
-    int w, h;
-} Canvas;
-
-static void put(Canvas *c, int x, int y, const uint8_t col[3]) {
-    if (x < 0 || y < 0 || x >= c->w || y >= c->h) return;
-    memcpy(c->px + ((size_t)y * c->w + x) * 3, col, 3);
-}
-
-static void fill(Canvas *c, int x0, int y0, int x1, int y1, const uint8_t col[3]) {
-    for (int y = y0; y < y1; y++)
-        for (int x = x0; x < x1; x++) put(c, x, y, col);
-}
-
-/* a 2-px wide segment: a 2x2 dot at every step of the longer axis */
-static void segment(Canvas *c, double xa, double ya, double xb, double yb, const uint8_t col[3]) {
-    int n = (int)ceil(fmax(fabs(xb - xa), fabs(yb - ya)));
-    for (int k = 0; k <= n; k++) {
-        double t = n ? (double)k / n : 0;
-        int x = (int)lround(xa + t * (xb - xa)), y = (int)lround(ya + t * (yb - ya));
-        fill(c, x, y, x + 2, y + 2, col);
-    }
-}
-
-static int text_width(const char *s, int scale) {
-    char tmp[256];
-    snprintf(tmp, sizeof tmp, "%s", s);
-    return stb_easy_font_width(tmp) * scale;
-}
-
-/* text at (x, y) (top left), integer scale */
-static void text(Canvas *c, int x, int y, const char *s, int scale, const uint8_t col[3]) {
-    static char buf[60000];   /* stb_easy_font quads: 64 bytes each */
-    char tmp[256];
-    snprintf(tmp, sizeof tmp, "%s", s);
-    int nq = stb_easy_font_print(0, 0, tmp, NULL, buf, sizeof buf);
-    for (int q = 0; q < nq; q++) {
-        const float *v = (const float *)(buf + q * 64);
-        fill(c, x + (int)v[0] * scale, y + (int)v[1] * scale, x + (int)v[8] * scale, y + (int)v[9] * scale, col);
-    }
-}
-
 /* a tick label short enough for the left margin: 0.5, 120, 2.5e-05 -> 2.5e-5 */
 static void tick_label(double v, double step, char *buf, size_t n) {
     if (fabs(v) < step * 1e-6) v = 0;
@@ -288,7 +235,7 @@ static void tick_label(double v, double step, char *buf, size_t n) {
     }
 }
 
-static void draw_panel(Canvas *c, const PlotMetrics *m, int n_panels, int k, double xa, double xb, double xs) {
+static void draw_panel(RgbImage *c, const PlotMetrics *m, int n_panels, int k, double xa, double xb, double xs) {
     int x0, y0, x1, y1;
     plot_lines_area(n_panels, k, &x0, &y0, &x1, &y1);
     const PlotSeries *s = &m->series[k];
@@ -310,9 +257,9 @@ static void draw_panel(Canvas *c, const PlotMetrics *m, int n_panels, int k, dou
     } else {
         snprintf(buf, sizeof buf, "%s", s->name);
     }
-    text(c, x0, y0 - 30, buf, TEXT_SCALE, BLACK);
+    rgb_text(c, x0, y0 - 30, buf, TEXT_SCALE, BLACK);
     if (n_ok == 0) {
-        text(c, x0 + 10, (y0 + y1) / 2, "no finite values", TEXT_SCALE, GREY);
+        rgb_text(c, x0 + 10, (y0 + y1) / 2, "no finite values", TEXT_SCALE, GREY);
         return;
     }
     double ya, yb, ys;
@@ -323,30 +270,27 @@ static void draw_panel(Canvas *c, const PlotMetrics *m, int n_panels, int k, dou
     for (int t = 0; t <= (int)lround((yb - ya) / ys); t++) {   /* y grid + labels */
         double v = ya + t * ys;
         int y = (int)lround(PY(v));
-        fill(c, x0, y, x1 + 1, y + 1, GRID);
+        rgb_fill(c, x0, y, x1 + 1, y + 1, GRID);
         tick_label(v, ys, buf, sizeof buf);
-        text(c, x0 - 12 - text_width(buf, TEXT_SCALE), y - 6, buf, TEXT_SCALE, GREY);
+        rgb_text(c, x0 - 12 - rgb_text_width(buf, TEXT_SCALE), y - 6, buf, TEXT_SCALE, GREY);
     }
     for (int t = 0; t <= (int)lround((xb - xa) / xs); t++) {   /* x grid + labels */
         double v = xa + t * xs;
         int x = (int)lround(PX(v));
-        fill(c, x, y0, x + 1, y1 + 1, GRID);
+        rgb_fill(c, x, y0, x + 1, y1 + 1, GRID);
         tick_label(v, xs, buf, sizeof buf);
-        text(c, x - text_width(buf, TEXT_SCALE) / 2, y1 + 10, buf, TEXT_SCALE, GREY);
+        rgb_text(c, x - rgb_text_width(buf, TEXT_SCALE) / 2, y1 + 10, buf, TEXT_SCALE, GREY);
     }
-    text(c, (x0 + x1) / 2 - text_width("step", TEXT_SCALE) / 2, y1 + 28, "step", TEXT_SCALE, GREY);
-    fill(c, x0, y0, x1 + 1, y0 + 1, FRAME);   /* frame */
-    fill(c, x0, y1, x1 + 1, y1 + 1, FRAME);
-    fill(c, x0, y0, x0 + 1, y1 + 1, FRAME);
-    fill(c, x1, y0, x1 + 1, y1 + 1, FRAME);
+    rgb_text(c, (x0 + x1) / 2 - rgb_text_width("step", TEXT_SCALE) / 2, y1 + 28, "step", TEXT_SCALE, GREY);
+    rgb_rect(c, x0, y0, x1, y1, 1, FRAME);
     /* the curve, through the finite points (gaps are bridged: rates are measured every few
      * steps); a few points also get a dot so a lone one is visible */
     double px = NAN, py = NAN;
     for (size_t i = 0; i < m->n_rows; i++) {
         if (!isfinite(s->y[i])) continue;
         double x = PX(m->step[i]), y = PY(s->y[i]);
-        if (isfinite(px)) segment(c, px, py, x, y, col);
-        if (n_ok <= 40) fill(c, (int)lround(x) - 2, (int)lround(y) - 2, (int)lround(x) + 3, (int)lround(y) + 3, col);
+        if (isfinite(px)) rgb_segment(c, px, py, x, y, 2, col);   /* 2 px wide */
+        if (n_ok <= 40) rgb_fill(c, (int)lround(x) - 2, (int)lround(y) - 2, (int)lround(x) + 3, (int)lround(y) + 3, col);
         px = x;
         py = y;
     }
@@ -357,11 +301,11 @@ static void draw_panel(Canvas *c, const PlotMetrics *m, int n_panels, int k, dou
 int plot_lines_png(const PlotMetrics *m, const char *title, const char *png_path, Err *e) {
     const int n = m->n_series;
     if (n == 0) return err_set(e, "%s: no numeric metrics to plot", title);
-    Canvas c = {NULL, 0, 0};
-    plot_lines_size(n, &c.w, &c.h);
-    c.px = malloc((size_t)c.w * c.h * 3);
-    if (!c.px) return err_set(e, "%s: out of memory", png_path);
-    memset(c.px, 255, (size_t)c.w * c.h * 3);
+    static const uint8_t WHITE[3] = {255, 255, 255};
+    int w, h;
+    plot_lines_size(n, &w, &h);
+    RgbImage c;
+    if (rgb_init(&c, w, h, WHITE, e)) return 1;
     double lo = INFINITY, hi = -INFINITY, xa, xb, xs;
     for (size_t i = 0; i < m->n_rows; i++) {
         lo = fmin(lo, m->step[i]);
@@ -371,10 +315,9 @@ int plot_lines_png(const PlotMetrics *m, const char *title, const char *png_path
     char buf[600];
     snprintf(buf, sizeof buf, "%s: %zu steps", title, m->n_rows);
     if (m->elapsed_s > 0) snprintf(buf + strlen(buf), sizeof buf - strlen(buf), ", %.0f s", m->elapsed_s);
-    text(&c, 16, 12, buf, TEXT_SCALE, BLACK);
+    rgb_text(&c, 16, 12, buf, TEXT_SCALE, BLACK);
     for (int k = 0; k < n; k++) draw_panel(&c, m, n, k, xa, xb, xs);
-    int ok = stbi_write_png(png_path, c.w, c.h, 3, c.px, c.w * 3);
-    free(c.px);
-    if (!ok) return err_set(e, "%s: cannot write the PNG", png_path);
-    return 0;
+    int rc = rgb_write_png(&c, png_path, e);
+    rgb_free(&c);
+    return rc;
 }

@@ -6,7 +6,7 @@
 #             VinDr-Mammo and CBIS-DDSM layouts, prepared with the real converters (VinDr 128 px,
 #             CBIS 256 px); the patient-level train/val/test split of the converters
 #   stage 1:  versa pretrain configs/pretrain/vit_tiny_cpu.yaml on the train split of the VinDr
-#             file (ViT-Ti/16, 96 px global crops, K = 4096), ITERS iterations (<= 15 min on 2
+#             file (ViT-Ti/16, 96 px global crops, K = 256, batch 16), ITERS iterations (<= 15 min on 2
 #             cores); the CBIS images (another layout and size) are never seen in pretraining
 #   probes:   versa bench --suite synthetic on frozen features (GAP of the final-norm patch tokens),
 #             the teacher and the same architecture randomly initialised (seed 0), both at the

@@ -168,7 +168,11 @@ static int read_json(const char *path, VqaRec **out, size_t *n_out, Err *e) {
     fseek(f, 0, SEEK_END);
     long len = ftell(f);
     fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)(len > 0 ? len : 0) + 1);
+    if (len > (1L << 30)) {   /* MammoVQA's largest split is ~30 MB */
+        fclose(f);
+        return err_set(e, "%s: %ld bytes, larger than the 1 GiB a question file may have", path, len);
+    }
+    char *buf = xmalloc((size_t)(len > 0 ? len : 0) + 1);
     size_t got = len > 0 ? fread(buf, 1, (size_t)len, f) : 0;
     fclose(f);
     if (len < 0 || got != (size_t)len) {
@@ -198,7 +202,7 @@ static int read_json(const char *path, VqaRec **out, size_t *n_out, Err *e) {
             j.s++;
             if (n == cap) {
                 cap = cap ? 2 * cap : 1024;
-                recs = realloc(recs, cap * sizeof(VqaRec));
+                recs = xrealloc(recs, cap * sizeof(VqaRec));
             }
             if (jrecord(&j, &recs[n])) {
                 rc = 1;
@@ -257,7 +261,7 @@ static void tokenize(Vocab *v, const char *q, int max_words, int grow, int32_t *
         if (id == 1 && grow) {
             if (v->n == v->cap) {
                 v->cap = v->cap ? 2 * v->cap : 64;
-                v->w = realloc(v->w, (size_t)v->cap * sizeof *v->w);
+                v->w = xrealloc(v->w, (size_t)v->cap * sizeof *v->w);
             }
             snprintf(v->w[v->n++], 32, "%s", w);
             id = v->n + 1;
@@ -316,8 +320,8 @@ int bench_proto_vqa(Ctx *c, const BenchModel *m, const BenchTask *t, const Bench
             if (strcasecmp(q->topic, t->label)) continue;
             if (n == cap) {
                 cap = cap ? 2 * cap : 1024;
-                items = realloc(items, cap * sizeof(VqaItem));
-                ids = realloc(ids, cap * (size_t)L * sizeof(int32_t));
+                items = xrealloc(items, cap * sizeof(VqaItem));
+                ids = xrealloc(ids, cap * (size_t)L * sizeof(int32_t));
             }
             VqaItem *it = &items[n];
             memset(it, 0, sizeof *it);
@@ -338,7 +342,7 @@ int bench_proto_vqa(Ctx *c, const BenchModel *m, const BenchTask *t, const Bench
             if (found < 0) {
                 if (n_img == cap_img) {
                     cap_img = cap_img ? 2 * cap_img : 1024;
-                    paths = realloc(paths, (size_t)cap_img * sizeof *paths);
+                    paths = xrealloc(paths, (size_t)cap_img * sizeof *paths);
                 }
                 snprintf(paths[n_img], 256, "%s", q->path);
                 found = n_img++;
@@ -376,7 +380,7 @@ int bench_proto_vqa(Ctx *c, const BenchModel *m, const BenchTask *t, const Bench
         /* image tokens in batches of input.batch images */
         const int IB = st->batch;
         const size_t per = (size_t)m->in_chans * S * S;
-        float *raw = NULL, *gray = malloc((size_t)S * S * sizeof(float)), *x = malloc((size_t)IB * per * sizeof(float));
+        float *raw = NULL, *gray = xmalloc((size_t)S * S * sizeof(float)), *x = xmalloc((size_t)IB * per * sizeof(float));
         size_t raw_n = 0;
         for (int i0 = 0; i0 < n_img && !rc; i0 += IB) {
             const int nb = n_img - i0 < IB ? n_img - i0 : IB;
@@ -390,7 +394,7 @@ int bench_proto_vqa(Ctx *c, const BenchModel *m, const BenchTask *t, const Bench
                     break;
                 }
                 size_t hw = (size_t)im.w * im.h;
-                if (hw > raw_n) raw = realloc(raw, (raw_n = hw) * sizeof(float));
+                if (hw > raw_n) raw = xrealloc(raw, (raw_n = hw) * sizeof(float));
                 const float inv = 1.0f / (float)image_maxval(&im);
                 for (size_t k = 0; k < hw; k++) raw[k] = im.px[k] * inv;
                 resize_f32(raw, im.w, im.h, gray, S, S, RESIZE_BILINEAR);
@@ -408,7 +412,7 @@ int bench_proto_vqa(Ctx *c, const BenchModel *m, const BenchTask *t, const Bench
             if (!tok) {
                 N = tk->shape[1];
                 D = tk->shape[2];
-                tok = malloc((size_t)n_img * N * D * sizeof(float));
+                tok = xmalloc((size_t)n_img * N * D * sizeof(float));
             }
             tensor_copy_to(tk, tok + (size_t)i0 * N * D);
         }
@@ -418,7 +422,7 @@ int bench_proto_vqa(Ctx *c, const BenchModel *m, const BenchTask *t, const Bench
     }
 
     /* ---- training ---- */
-    uint32_t *train = malloc((n + 1) * sizeof(uint32_t)), *test = malloc((n + 1) * sizeof(uint32_t));
+    uint32_t *train = xmalloc((n + 1) * sizeof(uint32_t)), *test = xmalloc((n + 1) * sizeof(uint32_t));
     size_t a_tr = 0, a_te = 0;
     for (size_t i = 0; i < n; i++) {
         if (items[i].split == PREP_SPLIT_TRAIN) train[a_tr++] = (uint32_t)i;
@@ -428,9 +432,9 @@ int bench_proto_vqa(Ctx *c, const BenchModel *m, const BenchTask *t, const Bench
      * (linear.standardize): eval-mode maps of a random-init EfficientNet are ~1e-14 and would
      * never move the adapter otherwise; an affine map of the tokens, so capacity is unchanged */
     if (!rc && tok) {
-        uint8_t *is_train = calloc((size_t)n_img + 1, 1);
+        uint8_t *is_train = xcalloc((size_t)n_img + 1, 1);
         for (size_t k = 0; k < a_tr; k++) is_train[items[train[k]].img] = 1;
-        double *mu = calloc(D, sizeof(double)), *var = calloc(D, sizeof(double));
+        double *mu = xcalloc(D, sizeof(double)), *var = xcalloc(D, sizeof(double));
         double cnt = 0;
         for (int i = 0; i < n_img; i++) {
             if (!is_train[i]) continue;
@@ -461,8 +465,8 @@ int bench_proto_vqa(Ctx *c, const BenchModel *m, const BenchTask *t, const Bench
     oc.weight_decay = 0;
     Rng rng;
     rng_init(&rng, a->head_seed ^ 0x5157u);
-    int32_t *bids = malloc((size_t)B * L * sizeof(int32_t)), *by = malloc((size_t)B * sizeof(int32_t));
-    float *bimg = malloc((size_t)B * (N ? N * D : 1) * sizeof(float)), *bY = malloc((size_t)B * C * sizeof(float));
+    int32_t *bids = xmalloc((size_t)B * L * sizeof(int32_t)), *by = xmalloc((size_t)B * sizeof(int32_t));
+    float *bimg = xmalloc((size_t)B * (N ? N * D : 1) * sizeof(float)), *bY = xmalloc((size_t)B * C * sizeof(float));
     const long steps = st->vqa.steps;
     double loss_first = 0, loss_last = 0;
     for (long it = 0; it < steps && !rc; it++) {
@@ -490,9 +494,9 @@ int bench_proto_vqa(Ctx *c, const BenchModel *m, const BenchTask *t, const Bench
 
     /* ---- test ---- */
     if (!rc) {
-        float *score = malloc((nte * (size_t)C + 1) * sizeof(float));
-        int32_t *yte = malloc((nte + 1) * sizeof(int32_t));
-        uint8_t *Yte = malloc(nte * (size_t)C + 1);
+        float *score = xmalloc((nte * (size_t)C + 1) * sizeof(float));
+        int32_t *yte = xmalloc((nte + 1) * sizeof(int32_t));
+        uint8_t *Yte = xmalloc(nte * (size_t)C + 1);
         for (size_t k0 = 0; k0 < nte; k0 += (size_t)B) {
             const int nb = (int)(nte - k0 < (size_t)B ? nte - k0 : (size_t)B);
             ctx_step_begin(c);

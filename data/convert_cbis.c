@@ -189,7 +189,7 @@ static int read_table(const char *root, const char *file, int is_mass, int split
             r = rawset_add(set);
             if (*nkeys == *capkeys) {
                 *capkeys = *capkeys ? 2 * *capkeys : 64;
-                *keys = convert_xrealloc(*keys, *capkeys * sizeof **keys);
+                *keys = xrealloc(*keys, *capkeys * sizeof **keys);
             }
             (*keys)[(*nkeys)++] = strdup(subject);
             r->image_path = resolve(root, csv_get(&c, i, c_img), 0);

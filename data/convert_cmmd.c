@@ -50,7 +50,7 @@ static void walk_dcm(const char *dir, Paths *out, int depth) {
         if (ext && !strcasecmp(ext, ".dcm")) {
             if (out->n == out->cap) {
                 out->cap = out->cap ? 2 * out->cap : 64;
-                out->p = convert_xrealloc(out->p, out->cap * sizeof *out->p);
+                out->p = xrealloc(out->p, out->cap * sizeof *out->p);
             }
             out->p[out->n++] = p;
         } else {
@@ -100,7 +100,7 @@ int convert_cmmd(const ConvertOpts *o, ConvertStats *st, Err *e) {
     int c_id = csv_col(&c, "ID1"), c_lr = csv_col(&c, "LeftRight"), c_ab = csv_col(&c, "abnormality"),
         c_cl = csv_col(&c, "classification"), c_sub = csv_col(&c, "subtype");
     /* breast key "<ID1>_<L|R>" -> row */
-    keys = convert_xmalloc((c.nrows ? c.nrows : 1) * sizeof *keys);
+    keys = xmalloc((c.nrows ? c.nrows : 1) * sizeof *keys);
     for (size_t i = 0; i < c.nrows; i++) {
         int lat = parse_laterality(csv_get(&c, i, c_lr));
         if (lat < 0) {
@@ -108,7 +108,7 @@ int convert_cmmd(const ConvertOpts *o, ConvertStats *st, Err *e) {
             goto out_keys;
         }
         const char *id = csv_get(&c, i, c_id);
-        keys[i] = convert_xmalloc(strlen(id) + 3);
+        keys[i] = xmalloc(strlen(id) + 3);
         sprintf(keys[i], "%s_%c", id, lat == PREP_LAT_L ? 'L' : 'R');
         nkeys = i + 1;
     }

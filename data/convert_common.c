@@ -17,21 +17,10 @@
 /* ------------------------------------------------------------------------------------------ */
 /* helpers */
 
-void *convert_xrealloc(void *p, size_t n) {
-    void *q = realloc(p, n ? n : 1);
-    if (!q) {
-        fprintf(stderr, "convert: out of memory (%zu bytes)\n", n);
-        abort();
-    }
-    return q;
-}
-
-void *convert_xmalloc(size_t n) { return convert_xrealloc(NULL, n); }
-
 char *path_join(const char *a, const char *b) {
     if (!a || !*a) return strdup(b);
     size_t la = strlen(a);
-    char *p = convert_xmalloc(la + strlen(b) + 2);
+    char *p = xmalloc(la + strlen(b) + 2);
     sprintf(p, "%s%s%s", a, a[la - 1] == '/' ? "" : "/", b);
     return p;
 }
@@ -139,7 +128,7 @@ void raw_add_polygon(RawRecord *r, const float *xy, int n, int to_mask, int box_
     RawShape *s = &r->shapes[r->n_shapes++];
     memset(s, 0, sizeof *s);
     s->kind = RAW_POLYGON;
-    s->xy = convert_xmalloc((size_t)(n > 0 ? n : 1) * 2 * sizeof(float));
+    s->xy = xmalloc((size_t)(n > 0 ? n : 1) * 2 * sizeof(float));
     memcpy(s->xy, xy, (size_t)n * 2 * sizeof(float));
     s->n = n;
     s->to_mask = to_mask;
@@ -251,7 +240,7 @@ static int list_images(const char *dir, char ***out, int *cap, int n, int depth)
         if (ext && (!strcasecmp(ext, ".dcm") || !strcasecmp(ext, ".dicom") || !strcasecmp(ext, ".png"))) {
             if (n == *cap) {
                 *cap = *cap ? 2 * *cap : 8;
-                *out = convert_xrealloc(*out, (size_t)*cap * sizeof **out);
+                *out = xrealloc(*out, (size_t)*cap * sizeof **out);
             }
             (*out)[n++] = p;
         } else {
@@ -396,7 +385,7 @@ static int convert_one(const RawRecord *r, const PrepSchema *schema, const Conve
         RawShape s = r->shapes[k];
         float *xy = NULL;
         if (s.kind == RAW_POLYGON) {
-            xy = convert_xmalloc((size_t)(s.n > 0 ? s.n : 1) * 2 * sizeof(float));
+            xy = xmalloc((size_t)(s.n > 0 ? s.n : 1) * 2 * sizeof(float));
             memcpy(xy, s.xy, (size_t)s.n * 2 * sizeof(float));
             if (r->y_up)
                 for (int v = 0; v < s.n; v++) xy[2 * v + 1] = (float)(im.h - 1) - xy[2 * v + 1];
@@ -433,7 +422,7 @@ static int convert_one(const RawRecord *r, const PrepSchema *schema, const Conve
         bf[k].y1 = fminf(fmaxf(bf[k].y1, 0), (float)im.h);
     }
     prep_apply_boxes(&T, bf, (size_t)nb);
-    d->boxes = convert_xmalloc((size_t)(nb > 0 ? nb : 1) * sizeof *d->boxes);
+    d->boxes = xmalloc((size_t)(nb > 0 ? nb : 1) * sizeof *d->boxes);
     d->n_boxes = 0;
     for (int k = 0; k < nb; k++)
         if (bf[k].x1 > bf[k].x0 && bf[k].y1 > bf[k].y0)   /* cropped away otherwise */
@@ -508,8 +497,8 @@ int convert_run(RawSet *s, const ConvertOpts *o, ConvertStats *st, Err *e) {
     if (n == 0) return err_set(e, "%s: no images found to convert", o->raw_root ? o->raw_root : "?");
 
     /* patient-disjoint splits over the records being written */
-    const char **pat = convert_xmalloc(n * sizeof *pat);
-    int *src = convert_xmalloc(n * sizeof *src), *split = convert_xmalloc(n * sizeof *split);
+    const char **pat = xmalloc(n * sizeof *pat);
+    int *src = xmalloc(n * sizeof *src), *split = xmalloc(n * sizeof *split);
     for (size_t i = 0; i < n; i++) {
         pat[i] = s->r[i].patient_id;
         src[i] = s->r[i].src_split;
@@ -712,11 +701,11 @@ static int kv_cmp(const void *a, const void *b) {
 }
 
 void strindex_build(StrIndex *ix, const char *const *keys, size_t n) {
-    KV *kv = convert_xmalloc((n ? n : 1) * sizeof *kv);
+    KV *kv = xmalloc((n ? n : 1) * sizeof *kv);
     for (size_t i = 0; i < n; i++) kv[i] = (KV){keys[i], i};
     qsort(kv, n, sizeof *kv, kv_cmp);
-    ix->key = convert_xmalloc((n ? n : 1) * sizeof *ix->key);
-    ix->val = convert_xmalloc((n ? n : 1) * sizeof *ix->val);
+    ix->key = xmalloc((n ? n : 1) * sizeof *ix->key);
+    ix->val = xmalloc((n ? n : 1) * sizeof *ix->val);
     for (size_t i = 0; i < n; i++) {
         ix->key[i] = kv[i].k;
         ix->val[i] = kv[i].v;

@@ -85,7 +85,7 @@ int convert_embed(const ConvertOpts *o, ConvertStats *st, Err *e) {
     if (csv_read(cpath, &c, e) || csv_require_columns(&c, ccols, e)) goto out;
     int c_acc = csv_col(&c, "acc_anon"), c_den = csv_col(&c, "tissueden"), c_as = csv_col(&c, "asses"),
         c_side = csv_col(&c, "side"), c_sev = csv_col(&c, "path_severity");
-    acc = convert_xmalloc((c.nrows ? c.nrows : 1) * sizeof *acc);
+    acc = xmalloc((c.nrows ? c.nrows : 1) * sizeof *acc);
     for (size_t i = 0; i < c.nrows; i++) acc[i] = csv_get(&c, i, c_acc);
     strindex_build(&ix, acc, c.nrows);
     int m_pat = csv_col(&m, "empi_anon"), m_acc = csv_col(&m, "acc_anon"), m_path = csv_col(&m, "anon_dicom_path"),

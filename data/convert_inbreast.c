@@ -100,7 +100,7 @@ static char *read_text(PParser *ps) {
     const char *q = memchr(ps->p, '<', (size_t)(ps->end - ps->p));
     if (!q) q = ps->end;
     size_t l = (size_t)(q - ps->p);
-    char *t = convert_xmalloc(l + 1), *o = t;
+    char *t = xmalloc(l + 1), *o = t;
     for (const char *s = ps->p; s < q;) {
         if (*s == '&') {
             if (!strncmp(s, "&amp;", 5)) { *o++ = '&'; s += 5; continue; }
@@ -119,8 +119,8 @@ static char *read_text(PParser *ps) {
 static void pnode_push(PNode *n, PNode *kid, char *key) {
     if (n->n == n->cap) {
         n->cap = n->cap ? 2 * n->cap : 8;
-        n->kids = convert_xrealloc(n->kids, (size_t)n->cap * sizeof *n->kids);
-        if (n->type == PL_DICT) n->keys = convert_xrealloc(n->keys, (size_t)n->cap * sizeof *n->keys);
+        n->kids = xrealloc(n->kids, (size_t)n->cap * sizeof *n->kids);
+        if (n->type == PL_DICT) n->keys = xrealloc(n->keys, (size_t)n->cap * sizeof *n->keys);
     }
     n->kids[n->n] = kid;
     if (n->type == PL_DICT) n->keys[n->n] = key;
@@ -129,7 +129,7 @@ static void pnode_push(PNode *n, PNode *kid, char *key) {
 
 /* parses the value whose open tag `name` (kind) was just read */
 static PNode *parse_value(PParser *ps, const char *name, int kind, int depth) {
-    PNode *n = convert_xmalloc(sizeof *n);
+    PNode *n = xmalloc(sizeof *n);
     memset(n, 0, sizeof *n);
     if (depth > 64) {
         ps->err = 1;
@@ -251,7 +251,7 @@ static int read_xml(const char *path, RawRecord *r, Err *e) {
             r->findings[fi] = 1;
             if (!pts || pts->type != PL_ARRAY) continue;
             int np = pts->n;
-            float *xy = convert_xmalloc((size_t)(np > 0 ? np : 1) * 2 * sizeof(float));
+            float *xy = xmalloc((size_t)(np > 0 ? np : 1) * 2 * sizeof(float));
             int m = 0;
             for (int v = 0; v < np; v++) {
                 float x, y;
@@ -299,13 +299,13 @@ int convert_inbreast(const ConvertOpts *o, ConvertStats *st, Err *e) {
         if (de->d_name[0] == '.' || !ext || strcasecmp(ext, ".dcm")) continue;
         if (nd == capd) {
             capd = capd ? 2 * capd : 64;
-            dcm = convert_xrealloc(dcm, capd * sizeof *dcm);
+            dcm = xrealloc(dcm, capd * sizeof *dcm);
         }
         dcm[nd++] = strdup(de->d_name);
     }
     closedir(d);
     qsort(dcm, nd, sizeof *dcm, cmp_str);
-    pref = convert_xmalloc((nd ? nd : 1) * sizeof *pref);
+    pref = xmalloc((nd ? nd : 1) * sizeof *pref);
     for (size_t k = 0; k < nd; k++) {
         pref[k] = strdup(dcm[k]);
         char *u = strchr(pref[k], '_');

@@ -89,7 +89,7 @@ int convert_manifest(const ConvertOpts *o, ConvertStats *st, Err *e) {
         }
     }
     /* classes per label column */
-    Cls *vals = convert_xmalloc((c.nrows ? c.nrows : 1) * sizeof *vals);
+    Cls *vals = xmalloc((c.nrows ? c.nrows : 1) * sizeof *vals);
     for (int k = 0; k < nl; k++) {
         size_t nv = 0;
         int all_int = 1;
@@ -115,7 +115,7 @@ int convert_manifest(const ConvertOpts *o, ConvertStats *st, Err *e) {
             free(vals);
             goto out;
         }
-        classes[k] = convert_xmalloc(len + 1);
+        classes[k] = xmalloc(len + 1);
         classes[k][0] = 0;
         for (size_t i = 0; i < nv; i++)
             if (i == 0 || strcmp(vals[i].s, vals[i - 1].s) != 0) {

@@ -74,7 +74,7 @@ int convert_vindr(const ConvertOpts *o, ConvertStats *st, Err *e) {
     int c_study = csv_col(&bl, "study_id"), c_img = csv_col(&bl, "image_id"), c_lat = csv_col(&bl, "laterality"),
         c_view = csv_col(&bl, "view_position"), c_bi = csv_col(&bl, "breast_birads"),
         c_den = csv_col(&bl, "breast_density"), c_split = csv_col(&bl, "split");
-    const char **ids = convert_xmalloc((bl.nrows ? bl.nrows : 1) * sizeof *ids);
+    const char **ids = xmalloc((bl.nrows ? bl.nrows : 1) * sizeof *ids);
     for (size_t i = 0; i < bl.nrows; i++) {
         const char *study = csv_get(&bl, i, c_study), *img = csv_get(&bl, i, c_img);
         RawRecord *r = rawset_add(&set);

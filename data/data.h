@@ -9,6 +9,7 @@
 
 #include "engine/engine.h"
 #include "data/image.h"      /* Image (8/16-bit gray), PNG/JPEG/PGM load/save, preprocessing */
+#include "data/canvas.h"     /* drawing on 8-bit RGB images (plots, contact sheets), PNG save */
 #include "data/dicom.h"      /* DICOM read/write */
 #include "data/csv.h"        /* CSV reading with header validation */
 #include "data/synth.h"      /* synthetic mammograms and their dataset writers */

@@ -478,7 +478,7 @@ int prep_writer_close(PrepWriter *w, Err *e) {
     /* labels: one dataset per label, column k of the (n, L) table */
     hid_t lg = H5Gcreate2(f, "labels", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     bad |= lg < 0;
-    int32_t *col = convert_xmalloc((n ? n : 1) * sizeof *col);
+    int32_t *col = xmalloc((n ? n : 1) * sizeof *col);
     for (int k = 0; k < L && lg >= 0; k++) {
         for (size_t i = 0; i < n; i++) col[i] = w->labels[i * L + k];
         hsize_t d1[1] = {n};
@@ -512,8 +512,8 @@ int prep_writer_close(PrepWriter *w, Err *e) {
     bad |= write_array(f, "transform", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, d7, w->transform);
     /* boxes: split the PrepBox records into the (M, 4) table and the (M) labels */
     size_t M = w->n_boxes;
-    float *bx = convert_xmalloc((M ? M : 1) * 4 * sizeof *bx);
-    int32_t *bl = convert_xmalloc((M ? M : 1) * sizeof *bl);
+    float *bx = xmalloc((M ? M : 1) * 4 * sizeof *bx);
+    int32_t *bl = xmalloc((M ? M : 1) * sizeof *bl);
     for (size_t k = 0; k < M; k++) {
         bx[4 * k] = w->boxes[k].x0;
         bx[4 * k + 1] = w->boxes[k].y0;
@@ -1053,13 +1053,13 @@ void assign_splits(const char *const *patient, const int *src_split, size_t n, c
                    int *split, size_t *n_conflicts) {
     if (n_conflicts) *n_conflicts = 0;
     if (n == 0) return;
-    PatRef *ref = convert_xmalloc(n * sizeof *ref);
+    PatRef *ref = xmalloc(n * sizeof *ref);
     for (size_t i = 0; i < n; i++) ref[i] = (PatRef){patient[i] ? patient[i] : "", i};
     qsort(ref, n, sizeof *ref, patref_cmp);
     /* group images by patient: the patient's source split = max rank over its images */
     size_t np = 0;
-    size_t *start = convert_xmalloc((n + 1) * sizeof *start);
-    int *psplit = convert_xmalloc(n * sizeof *psplit);
+    size_t *start = xmalloc((n + 1) * sizeof *start);
+    int *psplit = xmalloc(n * sizeof *psplit);
     for (size_t a = 0; a < n;) {
         size_t b = a;
         int s = -1, conflict = 0;
@@ -1082,7 +1082,7 @@ void assign_splits(const char *const *patient, const int *src_split, size_t n, c
      * which source-train patients move to val */
     Rng r;
     rng_init(&r, o->seed ^ 0x5911715ULL);
-    uint32_t *none = convert_xmalloc(np * sizeof *none), *train = convert_xmalloc(np * sizeof *train);
+    uint32_t *none = xmalloc(np * sizeof *none), *train = xmalloc(np * sizeof *train);
     size_t n_none = 0, n_train = 0;
     for (size_t k = 0; k < np; k++) {
         if (psplit[k] < 0) none[n_none++] = (uint32_t)k;

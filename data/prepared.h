@@ -367,10 +367,6 @@ int convert_run(RawSet *s, const ConvertOpts *o, ConvertStats *st, Err *e);
 
 /* small helpers shared by the converters */
 char *path_join(const char *a, const char *b);      /* malloc'd "a/b" */
-/* malloc / realloc for the converters' row tables: out of memory prints "convert: out of memory
- * (N bytes)" and aborts, the converters' policy for allocations that cannot fail otherwise */
-void *convert_xmalloc(size_t n);
-void *convert_xrealloc(void *p, size_t n);
 int path_exists(const char *p);                     /* regular file or directory */
 void str_copy(char *dst, size_t n, const char *src);  /* strncpy that always terminates */
 int label_index(const char *classes, const char *value);   /* index of value in a '\n' list */

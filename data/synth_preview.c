@@ -1,7 +1,7 @@
 /*
  * data/synth_preview.c — a contact sheet of generated images for people to look at: a grid of
  * 8-bit RGB tiles with lesion boxes (red malignant, green benign), mask outlines (yellow) and a
- * caption per tile ("P3 L MLO dens C BR 4C"), written with stb_image_write (compiled once in data/stb_impl.c).
+ * caption per tile ("P3 L MLO dens C BR 4C"), drawn with data/canvas.h.
  */
 #include <math.h>
 #include <omp.h>
@@ -9,61 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/canvas.h"
 #include "data/synth.h"
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#pragma GCC diagnostic ignored "-Wmissing-braces"
-#include <stb_image_write.h>   /* implementation in data/stb_impl.c */
-#include <stb_easy_font.h>
-#pragma GCC diagnostic pop
-
-typedef struct Rgb {
-    uint8_t *px;   /* (h, w, 3) */
-    int w, h;
-} Rgb;
-
-static void put(Rgb *im, int x, int y, const uint8_t col[3]) {
-    if (x < 0 || y < 0 || x >= im->w || y >= im->h) return;
-    memcpy(im->px + ((size_t)y * im->w + x) * 3, col, 3);
-}
-
-static void rect(Rgb *im, int x0, int y0, int x1, int y1, const uint8_t col[3]) {
-    for (int x = x0; x <= x1; x++) {
-        put(im, x, y0, col);
-        put(im, x, y1, col);
-    }
-    for (int y = y0; y <= y1; y++) {
-        put(im, x0, y, col);
-        put(im, x1, y, col);
-    }
-}
-
-/* stb_easy_font quads (x, y, z, rgba per vertex) rasterised as filled rectangles, scale s */
-static void text_raw(Rgb *im, int x, int y, const char *s, float scale, const uint8_t col[3]) {
-    static char buf[40000];
-    char tmp[128];
-    snprintf(tmp, sizeof tmp, "%s", s);
-    int nq;
-#pragma omp critical(synth_font)
-    {
-        nq = stb_easy_font_print(0, 0, tmp, NULL, buf, sizeof buf);
-        for (int q = 0; q < nq; q++) {
-            float *v = (float *)(buf + q * 64);
-            float qx0 = v[0], qy0 = v[1], qx1 = v[8], qy1 = v[9];
-            for (int yy = (int)floorf(qy0 * scale); yy < (int)ceilf(qy1 * scale); yy++)
-                for (int xx = (int)floorf(qx0 * scale); xx < (int)ceilf(qx1 * scale); xx++) put(im, x + xx, y + yy, col);
-        }
-    }
-}
-
 /* text with a black drop shadow, so captions stay readable on bright tissue */
-static void text(Rgb *im, int x, int y, const char *s, float scale, const uint8_t col[3]) {
+static void caption(RgbImage *im, int x, int y, const char *s, float scale, const uint8_t col[3]) {
     static const uint8_t black[3] = {0, 0, 0};
-    text_raw(im, x + 1, y + 1, s, scale, black);
-    text_raw(im, x, y, s, scale, col);
+    rgb_text(im, x + 1, y + 1, s, scale, black);
+    rgb_text(im, x, y, s, scale, col);
 }
 
 int synth_contact_sheet(const SynthConfig *cfg, int n, int cols, int tile_w, const char *png_path, Err *e) {
@@ -73,10 +26,9 @@ int synth_contact_sheet(const SynthConfig *cfg, int n, int cols, int tile_w, con
     if (tile_w <= 0 || tile_w > W) tile_w = W;
     int tile_h = (int)((long)H * tile_w / W), pad = 4;
     int rows = (n + cols - 1) / cols;
-    Rgb sheet = {NULL, cols * (tile_w + pad) + pad, rows * (tile_h + pad) + pad};
-    sheet.px = calloc((size_t)sheet.w * sheet.h * 3, 1);
-    if (!sheet.px) return err_set(e, "synth_contact_sheet: out of memory");
-    memset(sheet.px, 40, (size_t)sheet.w * sheet.h * 3);
+    static const uint8_t bg[3] = {40, 40, 40};
+    RgbImage sheet;
+    if (rgb_init(&sheet, cols * (tile_w + pad) + pad, rows * (tile_h + pad) + pad, bg, e)) return 1;
     int failed = 0;
     Err first = {{0}};
 #pragma omp parallel for schedule(dynamic, 1) num_threads(cfg->nthreads > 0 ? cfg->nthreads : omp_get_max_threads())
@@ -90,9 +42,11 @@ int synth_contact_sheet(const SynthConfig *cfg, int n, int cols, int tile_w, con
             if (!failed++) first = le;
             continue;
         }
-        Rgb tile = {malloc((size_t)tile_w * tile_h * 3), tile_w, tile_h};
-        if (!tile.px) {
+        RgbImage tile;
+        if (rgb_init(&tile, tile_w, tile_h, NULL, &le)) {
             synth_image_free(&img);
+#pragma omp critical(synth_sheet_err)
+            if (!failed++) first = le;
             continue;
         }
         /* area-average down to the tile, 8 bits */
@@ -119,40 +73,35 @@ int synth_contact_sheet(const SynthConfig *cfg, int n, int cols, int tile_w, con
             int bw = les->x1 - les->x0, bh = les->y1 - les->y0;
             /* mask outline: mask pixels with a 4-neighbour outside */
             for (int y = 0; y < bh; y++)
-                for (int x = 0; x < bw; x++) {
-                    if (!les->mask[(size_t)y * bw + x]) continue;
-                    int edge = x == 0 || y == 0 || x == bw - 1 || y == bh - 1 || !les->mask[(size_t)y * bw + x - 1] ||
-                               !les->mask[(size_t)y * bw + x + 1] || !les->mask[(size_t)(y - 1) * bw + x] ||
-                               !les->mask[(size_t)(y + 1) * bw + x];
-                    if (edge) put(&tile, (int)((les->x0 + x) / sc), (int)((les->y0 + y) / sc), yellow);
-                }
+                for (int x = 0; x < bw; x++)
+                    if (rgb_mask_edge(les->mask, bw, bh, x, y))
+                        rgb_put(&tile, (int)((les->x0 + x) / sc), (int)((les->y0 + y) / sc), yellow);
             const uint8_t *col = f->malignant ? red : green;
             int x0 = (int)(les->x0 / sc) - 2, y0 = (int)(les->y0 / sc) - 2;
             int x1 = (int)(les->x1 / sc) + 1, y1 = (int)(les->y1 / sc) + 1;
-            rect(&tile, x0, y0, x1, y1, col);
+            rgb_rect(&tile, x0, y0, x1, y1, 1, col);
             char cap[64];
             static const char *abbr[SYNTH_N_FINDING_TYPES] = {"mass", "calc", "AD", "asym", "LN"};
             snprintf(cap, sizeof cap, "%s %s", abbr[f->type], synth_birads_name(f->birads));
-            text(&tile, x0, y1 + 3, cap, 1.0f, col);
+            caption(&tile, x0, y1 + 3, cap, 1.0f, col);
         }
         char cap[96];
         snprintf(cap, sizeof cap, "P%d %c %s dens %c BR %s", k / 4, img.side ? 'R' : 'L', synth_view_name(img.view),
                  "ABCD"[b->density], synth_birads_name(b->birads));
-        text(&tile, 4, 4, cap, tile_w >= 300 ? 1.5f : 1.0f, cyan);
+        caption(&tile, 4, 4, cap, tile_w >= 300 ? 1.5f : 1.0f, cyan);
         /* into the sheet */
         int ox = pad + (k % cols) * (tile_w + pad), oy = pad + (k / cols) * (tile_h + pad);
         for (int y = 0; y < tile_h; y++)
             memcpy(sheet.px + ((size_t)(oy + y) * sheet.w + ox) * 3, tile.px + (size_t)y * tile_w * 3, (size_t)tile_w * 3);
-        free(tile.px);
+        rgb_free(&tile);
         synth_image_free(&img);
     }
     if (failed) {
-        free(sheet.px);
+        rgb_free(&sheet);
         if (e) *e = first;
         return 1;
     }
-    int ok = stbi_write_png(png_path, sheet.w, sheet.h, 3, sheet.px, sheet.w * 3);
-    free(sheet.px);
-    if (!ok) return err_set(e, "%s: cannot write PNG", png_path);
-    return 0;
+    int rc = rgb_write_png(&sheet, png_path, e);
+    rgb_free(&sheet);
+    return rc;
 }

@@ -38,15 +38,6 @@ static char *xstrdup(const char *s) {
     return d;
 }
 
-static void *xrealloc(void *p, size_t n) {
-    void *q = realloc(p, n ? n : 1);
-    if (!q) {
-        fprintf(stderr, "versa: out of memory in the config table\n");
-        exit(1);
-    }
-    return q;
-}
-
 void cfg_init(Config *cfg) {
     memset(cfg, 0, sizeof(*cfg));
     snprintf(cfg->name, sizeof cfg->name, "config");

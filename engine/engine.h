@@ -37,6 +37,13 @@ typedef struct Err {
 
 int err_set(Err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3))); /* returns 1 */
 
+/* Allocation for bookkeeping whose size is already validated (tables, row lists, buffers sized
+ * from checked headers): out of memory prints "versa: out of memory (N bytes)" and exits with
+ * status 1 instead of returning NULL to a caller that would crash on it. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t count, size_t size);
+void *xrealloc(void *p, size_t n);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Arena: chained bump allocator, 64-byte aligned.  `arena_reset` keeps every chunk, so once a
  * step has run the arena never calls malloc again. */

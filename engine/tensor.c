@@ -1,6 +1,8 @@
 /* tensor.c — the context, tensor headers, free views, the tape and backward. */
 #include "engine.h"
 #include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +17,26 @@ int err_set(Err *e, const char *fmt, ...) {
         va_end(ap);
     }
     return 1;
+}
+
+static void out_of_memory(size_t n) {
+    fprintf(stderr, "versa: out of memory (%zu bytes)\n", n);
+    exit(1);
+}
+
+void *xrealloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) out_of_memory(n);
+    return q;
+}
+
+void *xmalloc(size_t n) { return xrealloc(NULL, n); }
+
+void *xcalloc(size_t count, size_t size) {
+    if (size && count > SIZE_MAX / size) out_of_memory(SIZE_MAX);
+    void *q = calloc(count ? count : 1, size ? size : 1);
+    if (!q) out_of_memory(count * size);
+    return q;
 }
 
 void ctx_fail(Ctx *c, const char *fmt, ...) {

@@ -5,6 +5,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -62,11 +64,37 @@ static int truncate_metrics(const char *path, long step, Err *e) {
     return 0;
 }
 
+/* A writer killed mid-checkpoint leaves "<checkpoint>.tmp.<pid>" (the real checkpoint is never
+ * touched before the rename).  Remove those whose writer is gone, so repeated kills do not fill
+ * the disk with checkpoint-sized garbage; a live pid (another run writing) is left alone. */
+static void remove_stale_tmp(const TrainLoop *t) {
+    char path[1024];
+    train_ckpt_path(t, path, sizeof path);
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    char prefix[1100];
+    snprintf(prefix, sizeof prefix, "%s.tmp.", base);
+    DIR *d = opendir(t->out_dir);
+    if (!d) return;
+    for (struct dirent *de; (de = readdir(d));) {
+        if (strncmp(de->d_name, prefix, strlen(prefix)) != 0) continue;
+        char *end;
+        long pid = strtol(de->d_name + strlen(prefix), &end, 10);
+        if (*end || pid <= 0) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;   /* the writer is alive */
+        char full[2048];
+        snprintf(full, sizeof full, "%s/%s", t->out_dir, de->d_name);
+        if (unlink(full) == 0 && !t->quiet) fprintf(stderr, "[%s] removed %s (left by a killed writer)\n", t->name, full);
+    }
+    closedir(d);
+}
+
 int train_begin(TrainLoop *t, int resume, Err *e) {
     if (t->log_every <= 0) t->log_every = 10;
     t->step = 0;
     const int root = dist_is_root(t->ctx);
     if (root && mkdir_p(t->out_dir, e)) return 1;
+    if (root) remove_stale_tmp(t);
     char path[1024], mpath[1024];
     if (resume) {
         train_ckpt_path(t, path, sizeof path);

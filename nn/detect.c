@@ -508,12 +508,8 @@ static Tensor *smooth_l1_sum_over(Ctx *c, Tensor *pred, Tensor *target, float be
 /* ------------------------------------------------------------------------------------------ */
 /* RoI heads */
 
-/* MultiScaleRoIAlign over levels 0..3: rois (K, 5) -> (K, C, R, R).  With row_of != NULL the
- * result stays in level order (row_of[k]: the row of roi k) and the caller reorders its targets:
- * that saves the (K, C, R, R) reordering copy and its gradient (200 MB each at the paper's 8 x 512
- * RoIs of 256 x 7 x 7). */
-static Tensor *multiscale_roi_align(Ctx *c, const FasterRCNN *m, const DetFeatures *ft, const float *rois, size_t K,
-                                    int32_t *row_of) {
+/* MultiScaleRoIAlign over levels 0..3: rois (K, 5) -> (K, C, R, R) */
+static Tensor *multiscale_roi_align(Ctx *c, const FasterRCNN *m, const DetFeatures *ft, const float *rois, size_t K) {
     const int R = m->cfg.roi_size;
     float scale[4];
     int kmin = 0, kmax = 0;
@@ -554,13 +550,12 @@ static Tensor *multiscale_roi_align(Ctx *c, const FasterRCNN *m, const DetFeatur
     }
     if (np == 0) return tensor_zeros_(c, 0, (size_t)m->cfg.fpn_ch, (size_t)R, (size_t)R);
     Tensor *cat = np == 1 ? parts[0] : op_concat(c, parts, np, 0);
-    if (row_of) {
-        memcpy(row_of, order, K * sizeof(int32_t));
-        return cat;
-    }
-    int identity = 1;   /* one level (every RoI under 112 px at the pyramid's k0 = 4) keeps the order */
+    /* back to the rois' order; when it is already (one level: every RoI under 112 px, as on the
+     * synthetic suite) skip the (K, C, R, R) copy and its gradient, 200 MB each at the paper's
+     * 8 x 512 RoIs of 256 x 7 x 7 */
+    int identity = 1;
     for (size_t k = 0; k < K && identity; k++) identity = order[k] == (int32_t)k;
-    return identity ? cat : op_index_select(c, cat, 0, order, K);  /* back to the rois' order */
+    return identity ? cat : op_index_select(c, cat, 0, order, K);
 }
 
 /* (K, C, R, R) -> class logits (K, n_classes), deltas (K, 4 n_classes) */
@@ -685,19 +680,10 @@ DetLosses det_forward_train(Ctx *c, const FasterRCNN *m, const DetFeatures *ft, 
     }
     L.n_roi_pos = (int)Pr;
     if (K) {
-        /* features in level order; the labels and the positives' rows follow them (the losses are
-         * a mean and a sum over rows, so the order does not change them) */
-        int32_t *row_of = arena_alloc(&c->step, K * sizeof(int32_t));
-        Tensor *feat = multiscale_roi_align(c, m, ft, rois, K, row_of);  /* (K, C, R, R) level order */
-        int32_t *lab_rows = arena_alloc(&c->step, K * sizeof(int32_t));
-        for (size_t k = 0; k < K; k++) lab_rows[row_of[k]] = rlab[k];
-        for (size_t q = 0; q < Pr; q++) {
-            size_t k = (size_t)rpos[q] / NC, cls = (size_t)rpos[q] % NC;
-            rpos[q] = (int32_t)((size_t)row_of[k] * NC + cls);
-        }
+        Tensor *feat = multiscale_roi_align(c, m, ft, rois, K);          /* (K, C, R, R) */
         Tensor *logits, *deltas;
         box_head_forward(c, m, feat, &logits, &deltas);
-        L.classifier = loss_cross_entropy(c, logits, lab_rows, 0.0f);
+        L.classifier = loss_cross_entropy(c, logits, rlab, 0.0f);
         if (Pr) {
             Tensor *d = op_index_select(c, op_reshape_(c, deltas, K * NC, 4), 0, rpos, Pr);   /* (Pr, 4) */
             L.box_reg = smooth_l1_sum_over(c, d, tensor_from(c, 2, TSHAPE(Pr, 4), rtgt), 1.0f / 9.0f, K);
@@ -735,7 +721,7 @@ void det_detect(Ctx *c, const FasterRCNN *m, const DetFeatures *ft, Detections *
             memcpy(rois + 5 * k + 1, props[b] + 4 * i, 4 * sizeof(float));
         }
     Tensor *logits = NULL, *deltas = NULL;
-    if (K) box_head_forward(c, m, multiscale_roi_align(c, m, ft, rois, K, NULL), &logits, &deltas);
+    if (K) box_head_forward(c, m, multiscale_roi_align(c, m, ft, rois, K), &logits, &deltas);
     Tensor *prob = K ? op_softmax(c, logits) : NULL;                 /* (K, NC) */
     const size_t NC = (size_t)cf->n_classes;
     size_t off = 0;

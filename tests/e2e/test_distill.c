@@ -10,6 +10,7 @@
  * The 2-rank case runs this binary under `mpirun -np 2` with VERSA_DISTILL_WORKER set (as
  * tests/engine/test_dist.c does); without mpirun it is skipped. */
 #include "tests/common/testutil.h"
+#include "tests/common/e2e.h"
 #include "data/data.h"
 #include "distill/distill.h"
 #include "engine/train.h"
@@ -54,24 +55,8 @@ static const char *BASE_YAML =
 static int setup(void **st) {
     (void)st;
     snprintf(g_dir, sizeof g_dir, "/tmp/versa_test_distill_%d", (int)getpid());
-    SynthConfig sc;
-    synth_config_default(&sc);
-    sc.n_patients = 8;
-    sc.width = 96;
-    sc.height = 120;
-    sc.quiet = 1;
+    e2e_synth_vindr(g_dir, 8, 32, g_prepared, sizeof g_prepared);
     Err e = {0};
-    char raw[512], vindr[600];
-    snprintf(raw, sizeof raw, "%s/raw", g_dir);
-    if (synth_write_dataset(&sc, raw, SYNTH_FMT_VINDR, &e)) fail_msg("synth: %s", e.msg);
-    ConvertOpts o = convert_opts_default();
-    snprintf(vindr, sizeof vindr, "%s/vindr-mammo", raw);
-    snprintf(g_prepared, sizeof g_prepared, "%s/vindr.h5", g_dir);
-    o.raw_root = vindr;
-    o.out_path = g_prepared;
-    o.width = o.height = 32;
-    ConvertStats cs = {0};
-    if (convert_vindr(&o, &cs, &e)) fail_msg("convert: %s", e.msg);
     /* the stage-1 teacher: two real pretraining steps, then its features */
     Config cfg;
     cfg_init(&cfg);
@@ -581,7 +566,10 @@ static void test_sync_bn_two_ranks_match_one(void **st) {
     assert_true(cm.n_sets > 300);
     assert_true(d1 < 1e-5 && dg < 1e-5);
     assert_true(dl < 1e-3);
-    assert_int_equal(cm.n_over, 0);
+    /* No per-dataset bound after 3 steps: Adam divides by sqrt(v), so a parameter whose gradient
+     * is ~0 (a late BN bias) moves by up to lr * sign(g), and the rounding difference of the two
+     * reduction orders can flip that sign (seen once under -O1: _blocks.12._bn1.bias, 2.2x its own
+     * largest value apart).  Step 1 (loss, gradient norm) and the global bound are exact tests. */
     assert_true(glob < 2e-4);
     assert_true(dlocal > 1e-3 && dlocal > 100 * d1);   /* the test can tell the two apart */
 }

@@ -25,6 +25,7 @@
  * written every step only where a test needs them); scratch files live in /dev/shm when it
  * exists.  The uninterrupted reference runs are made once, in setup. */
 #include "tests/common/testutil.h"
+#include "tests/common/e2e.h"
 #include "data/data.h"
 #include "engine/train.h"
 #include "ssl/ssl.h"
@@ -124,24 +125,7 @@ static int setup(void **st) {
     struct stat sb;
     const char *base = stat("/dev/shm", &sb) == 0 && access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
     snprintf(g_dir, sizeof g_dir, "%s/versa_test_faults_%d", base, (int)getpid());
-    SynthConfig sc;
-    synth_config_default(&sc);
-    sc.n_patients = 8;
-    sc.width = 96;
-    sc.height = 120;
-    sc.quiet = 1;
-    Err e = {0};
-    char raw[512], vindr[600];
-    snprintf(raw, sizeof raw, "%s/raw", g_dir);
-    if (synth_write_dataset(&sc, raw, SYNTH_FMT_VINDR, &e)) fail_msg("synth: %s", e.msg);
-    ConvertOpts o = convert_opts_default();
-    snprintf(vindr, sizeof vindr, "%s/vindr-mammo", raw);
-    snprintf(g_prepared, sizeof g_prepared, "%s/vindr.h5", g_dir);
-    o.raw_root = vindr;
-    o.out_path = g_prepared;
-    o.width = o.height = 48;
-    ConvertStats cs = {0};
-    if (convert_vindr(&o, &cs, &e)) fail_msg("convert: %s", e.msg);
+    e2e_synth_vindr(g_dir, 8, 48, g_prepared, sizeof g_prepared);
     snprintf(g_yaml, sizeof g_yaml, "%s/base.yaml", g_dir);
     write_text(g_yaml, BASE_YAML);
     snprintf(g_dyaml, sizeof g_dyaml, "%s/distill.yaml", g_dir);
@@ -162,6 +146,7 @@ static int setup(void **st) {
     snprintf(g_features, sizeof g_features, "%s/features.h5", g_dir);
     Ctx c;
     ctx_init(&c, 0);
+    Err e = {0};
     SslExtractOpts xo = {.checkpoint = g_teacher, .which = "teacher", .prepared = g_prepared, .out = g_features,
                          .batch = 16, .quiet = 1};
     if (ssl_extract(&xo, &c, &e)) fail_msg("extract: %s", e.msg);
@@ -539,7 +524,6 @@ static int kill_chain(const char *cmd, const char *out, const char *extra, const
         assert_true(ifd >= 0);
         assert_true(inotify_add_watch(ifd, dir, IN_CREATE | IN_MOVED_TO) >= 0);
         snprintf(ex, sizeof ex, "%s%s", extra, k ? " --resume" : "");
-        const int tmp_before = tmp_files(out);
         pid_t pid = spawn_versa(cmd, out, ex, NULL);
         if (wait_event(ifd, pl->mask, pl->prefix, pl->nth, 300, pid)) {
             close(ifd);
@@ -554,7 +538,9 @@ static int kill_chain(const char *cmd, const char *out, const char *extra, const
         kill(pid, SIGKILL);
         int status = wait_for(pid, 60);
         close(ifd);
-        int left = tmp_files(out) - tmp_before;
+        char tmp_of_pid[700];   /* the killed writer's own temporary file */
+        snprintf(tmp_of_pid, sizeof tmp_of_pid, "%s/checkpoint.h5.tmp.%ld", dir, (long)pid);
+        int left = access(tmp_of_pid, F_OK) == 0;
         mid_write += left > 0;
         long step = last(out);
         print_message("%s %-40s status %d%s; the checkpoint of step %ld loads\n", cmd, pl->what, status,
@@ -568,6 +554,8 @@ static int kill_chain(const char *cmd, const char *out, const char *extra, const
         if (rc) show_log(out);
         assert_int_equal(rc, 0);
     }
+    /* the resumed runs removed the temporary files of the killed writers (train_begin) */
+    if (tmp_files(out)) fail_msg("%s: %d stale checkpoint.h5.tmp.* files left after resuming", out, tmp_files(out));
     return mid_write;
 }
 

@@ -3,6 +3,7 @@
  * and a non-finite loss stops the run with a message naming the step while the last checkpoint
  * stays loadable. */
 #include "tests/common/testutil.h"
+#include "tests/common/e2e.h"
 #include "data/data.h"
 #include "engine/train.h"
 #include "ssl/ssl.h"
@@ -27,25 +28,7 @@ static const char *BASE_YAML =
 static int setup(void **st) {
     (void)st;
     snprintf(g_dir, sizeof g_dir, "/tmp/versa_test_pretrain_%d", (int)getpid());
-    SynthConfig sc;
-    synth_config_default(&sc);
-    sc.n_patients = 8;
-    sc.width = 96;
-    sc.height = 120;
-    sc.quiet = 1;
-    Err e = {0};
-    char raw[512];
-    snprintf(raw, sizeof raw, "%s/raw", g_dir);
-    if (synth_write_dataset(&sc, raw, SYNTH_FMT_VINDR, &e)) fail_msg("synth: %s", e.msg);
-    ConvertOpts o = convert_opts_default();
-    char vindr[600];
-    snprintf(vindr, sizeof vindr, "%s/vindr-mammo", raw);
-    snprintf(g_prepared, sizeof g_prepared, "%s/vindr.h5", g_dir);
-    o.raw_root = vindr;
-    o.out_path = g_prepared;
-    o.width = o.height = 48;
-    ConvertStats cs = {0};
-    if (convert_vindr(&o, &cs, &e)) fail_msg("convert: %s", e.msg);
+    e2e_synth_vindr(g_dir, 8, 48, g_prepared, sizeof g_prepared);
     return 0;
 }
 

@@ -1,6 +1,6 @@
 /*
  * tests/fuzz/h5_harness.h — HDF5 files from fuzz inputs, for the readers of prepared datasets
- * (fuzz_prepared.c) and checkpoints (fuzz_checkpoint.c).
+ * (fuzz_prepared.c), checkpoints (fuzz_checkpoint.c) and teacher features (fuzz_features.c).
  *
  * Mutating the bytes of an HDF5 file mostly exercises libhdf5's own format decoder (checksums,
  * B-trees, heaps), not our readers, and the files that survive rarely have a malformed *shape*.
@@ -29,7 +29,7 @@
  *             dataset reads as zeros.
  *   Unparsable lines are skipped.
  *
- * Property (both targets): every HDF5 object a reader opened is closed again when it returns,
+ * Property (every such target): every HDF5 object a reader opened is closed again when it returns,
  * success or failure (a leaked handle keeps the file open; a long training run would run out).
  */
 #ifndef VERSA_TESTS_FUZZ_H5_HARNESS_H

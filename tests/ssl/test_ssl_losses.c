@@ -136,11 +136,38 @@ static void test_gradchecks(void **st) {
     gradcheck("koleo_loss", f_koleo, &x, 1, NULL, (GcOpts){.h = 1e-3, .atol = 2e-3, .rtol = 2e-2});
 }
 
+/* The collapse monitors logged by `versa pretrain` (t_entropy, t_marginal, s_entropy) against
+ * closed forms: uniform row ln K, one-hot row 0, the marginal of the two, and a 2-way softmax. */
+static void test_entropy_monitors(void **st) {
+    (void)st;
+    Ctx c;
+    ctx_init(&c, 1);
+    ctx_step_begin(&c);
+    enum { K = 8 };
+    float p[2 * K];   /* (2, K): uniform row, one-hot row at k = 3 */
+    for (int k = 0; k < K; k++) {
+        p[k] = 1.0f / K;
+        p[K + k] = k == 3 ? 1.0f : 0.0f;
+    }
+    double row, marg;
+    prob_entropy(&c, p, 2, K, &row, &marg);
+    double marg_ref = -(9.0 / 16 * log(9.0 / 16) + 7.0 / 16 * log(1.0 / 16));
+    assert_true(fabs(row - 0.5 * log((double)K)) < 1e-6);
+    assert_true(fabs(marg - marg_ref) < 1e-6);
+    /* rows: equal logits (ln 2); softmax (1/4, 3/4) at temp 0.1; a 1000-sigma logit (0, no NaN) */
+    float s[6] = {0.5f, 0.5f, 0.0f, 0.1f * logf(3.0f), 100.0f, 0.0f};   /* (3, 2) */
+    double h = softmax_entropy(&c, s, 3, 2, 0.1f);
+    double h_ref = (log(2.0) + -(0.25 * log(0.25) + 0.75 * log(0.75)) + 0.0) / 3.0;
+    assert_true(isfinite(h));
+    assert_true(fabs(h - h_ref) < 1e-6);
+    ctx_free(&c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dino_targets_and_loss), cmocka_unit_test(test_ibot_loss),
         cmocka_unit_test(test_koleo_loss),            cmocka_unit_test(test_sinkhorn_knopp),
-        cmocka_unit_test(test_gradchecks),
+        cmocka_unit_test(test_gradchecks),            cmocka_unit_test(test_entropy_monitors),
     };
     return RUN_GROUP(tests);
 }
