@@ -512,8 +512,8 @@ int bench_dense_image(const Prepared *p, size_t i, int S, float mean, float std,
 void bench_dense_input(const float *gray, int S, int in_chans, int flip_h, int flip_v, float *x);
 /* cosine lr with 5% linear warmup from 0 */
 double bench_dense_lr(long step, long steps, double lr);
-/* mkdir -p */
-int bench_mkdirs(const char *path, Err *e);
+/* the path of a task's k-th prepared file: as written when absolute, else under data_root */
+void bench_task_file(const BenchTask *t, int k, const char *data_root, char *path, size_t n);
 void bench_model_dims(const BenchModel *m, BackboneDims *d);
 /* x (B, in_chans, size, size) -> the backbone's maps; eval mode, no gradient, c->training kept */
 BackboneMaps bench_model_maps(Ctx *c, const BenchModel *m, Tensor *x);

@@ -8,17 +8,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-int bench_mkdirs(const char *path, Err *e) {
-    char p[1024];
-    snprintf(p, sizeof p, "%s", path);
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/') continue;
-        *s = 0;
-        if (mkdir(p, 0755) != 0 && errno != EEXIST) return err_set(e, "%s: cannot create folder: %s", p, strerror(errno));
-        *s = '/';
-    }
-    if (mkdir(p, 0755) != 0 && errno != EEXIST) return err_set(e, "%s: cannot create folder: %s", p, strerror(errno));
-    return 0;
+void bench_task_file(const BenchTask *t, int k, const char *data_root, char *path, size_t n) {
+    if (t->file[k][0] == '/') snprintf(path, n, "%s", t->file[k]);
+    else snprintf(path, n, "%s/%s", data_root, t->file[k]);
 }
 
 static const ViT *model_vit(const BenchModel *m) { return m->is_ssl ? &m->ssl.backbone : &m->vit; }

@@ -245,8 +245,7 @@ int bench_proto_detection(Ctx *c, const BenchModel *m, const BenchTask *t, const
     int rc = 0;
     for (int k = 0; k < t->n_datasets && !rc; k++) {
         char path[1024];
-        if (t->file[k][0] == '/') snprintf(path, sizeof path, "%s", t->file[k]);
-        else snprintf(path, sizeof path, "%s/%s", a->data_root, t->file[k]);
+        bench_task_file(t, k, a->data_root, path, sizeof path);
         rc = load_file(t, path, S, st, &set, e);
     }
     if (rc) {
@@ -419,7 +418,7 @@ int bench_proto_detection(Ctx *c, const BenchModel *m, const BenchTask *t, const
         snprintf(dir, sizeof dir, "%s/sheets", a->out_dir);
         snprintf(png, sizeof png, "%s/%s.%s.png", dir, t->id, m->name);
         Err se = {0};
-        if (bench_mkdirs(dir, &se) || bench_contact_sheet(tiles, n_sheet, S, 4, png, &se))
+        if (make_dirs(dir, &se) || bench_contact_sheet(tiles, n_sheet, S, 4, png, &se))
             snprintf(r->detail + strlen(r->detail), sizeof r->detail - strlen(r->detail), "sheet not written: %s; ", se.msg);
     }
     for (size_t k = 0; k < nte; k++) {

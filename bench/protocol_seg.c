@@ -139,8 +139,7 @@ int bench_proto_segmentation(Ctx *c, const BenchModel *m, const BenchTask *t, co
     int rc = 0;
     for (int k = 0; k < t->n_datasets && !rc; k++) {
         char path[1024];
-        if (t->file[k][0] == '/') snprintf(path, sizeof path, "%s", t->file[k]);
-        else snprintf(path, sizeof path, "%s/%s", a->data_root, t->file[k]);
+        bench_task_file(t, k, a->data_root, path, sizeof path);
         rc = load_file(t, path, S, st, &set, e);
     }
     if (rc) {
@@ -280,7 +279,7 @@ int bench_proto_segmentation(Ctx *c, const BenchModel *m, const BenchTask *t, co
             tiles[j].pred_mask = sheet_pred + (size_t)j * SS;
         }
         Err se = {0};
-        if (bench_mkdirs(dir, &se) || bench_contact_sheet(tiles, n_sheet, S, 4, png, &se))
+        if (make_dirs(dir, &se) || bench_contact_sheet(tiles, n_sheet, S, 4, png, &se))
             snprintf(r->detail + strlen(r->detail), sizeof r->detail - strlen(r->detail), "sheet not written: %s; ", se.msg);
         free(tiles);
     }

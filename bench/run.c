@@ -28,19 +28,6 @@ static uint64_t fnv1a(const char *s) {
     return h;
 }
 
-static int mkdirs(const char *path, Err *e) {
-    char p[1024];
-    snprintf(p, sizeof p, "%s", path);
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/') continue;
-        *s = 0;
-        if (mkdir(p, 0755) != 0 && errno != EEXIST) return err_set(e, "%s: cannot create folder: %s", p, strerror(errno));
-        *s = '/';
-    }
-    if (mkdir(p, 0755) != 0 && errno != EEXIST) return err_set(e, "%s: cannot create folder: %s", p, strerror(errno));
-    return 0;
-}
-
 const BenchMetric *bench_result_metric(const BenchResult *r, const char *name) {
     for (int i = 0; i < r->metrics.n; i++)
         if (!strcmp(r->metrics.m[i].name, name)) return &r->metrics.m[i];
@@ -171,7 +158,7 @@ static int build_table(Ctx *c, const BenchRun *run, const BenchModel *m, const B
                  m->size, use_clahe ? ".clahe" : "", (unsigned long long)(fnv1a(tag) & 0xffffffffu));
             int cached = 0;
             double t0 = wall_seconds();
-            rc = (!no_cache && mkdirs(dir, e)) ||
+            rc = (!no_cache && make_dirs(dir, e)) ||
                  bench_features(c, m, &p, &it, &pp, s->batch, no_cache ? NULL : cache, &feat, &cached, quiet, e);
             tt->feat_seconds += wall_seconds() - t0;
             tt->n_cached += cached;
@@ -388,7 +375,7 @@ int bench_run(const BenchRunOpts *o, BenchRun *run, Err *e) {
     for (int i = 0; i < o->n_models; i++)
         for (int j = 0; j < i; j++)
             if (!strcmp(o->models[i].name, o->models[j].name)) return err_set(e, "model name '%s' is given twice", o->models[i].name);
-    if (mkdirs(o->out_dir, e)) return 1;
+    if (make_dirs(o->out_dir, e)) return 1;
     /* every model is loaded before any task runs, so a bad spec fails at once */
     BenchModel *models = calloc((size_t)o->n_models, sizeof(BenchModel));
     run->n_models = o->n_models;

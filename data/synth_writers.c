@@ -52,21 +52,6 @@ static double unit_hash(uint64_t seed, uint64_t a, uint64_t b) {
     return (double)(splitmix64(seed ^ splitmix64(a ^ splitmix64(b))) >> 11) * (1.0 / 9007199254740992.0);
 }
 
-static int mkdir_p(const char *path, Err *e) {
-    char buf[4096];
-    size_t n = strlen(path);
-    if (n >= sizeof buf) return err_set(e, "%s: path too long", path);
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != 0) continue;
-        char c = buf[i];
-        buf[i] = 0;
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return err_set(e, "%s: cannot create directory (%s)", buf, strerror(errno));
-        buf[i] = c;
-    }
-    return 0;
-}
-
 static const char *split_vindr(int s) { return s == SYNTH_TEST ? "test" : "training"; }
 
 /* image-level pathology: the breast's (the finding is seen in both views) */
@@ -170,7 +155,7 @@ static int write_dicom_at(const char *dir, const char *rel, const DicomInfo *in,
     if (!path) return err_set(e, "out of memory");
     char *slash = strrchr(path, '/');
     *slash = 0;
-    int rc = mkdir_p(path, e);
+    int rc = make_dirs(path, e);
     *slash = '/';
     if (!rc) rc = dicom_write(path, in, im, e);
     free(path);
@@ -600,13 +585,13 @@ int synth_write_dataset(const SynthConfig *cfg, const char *out_dir, int formats
     snprintf(w.vindr_dir, sizeof w.vindr_dir, "%s/vindr-mammo", out_dir);
     snprintf(w.cbis_dir, sizeof w.cbis_dir, "%s/cbis-ddsm", out_dir);
     snprintf(w.vqa_dir, sizeof w.vqa_dir, "%s/mammovqa", out_dir);
-    if (mkdir_p(out_dir, e)) return 1;
-    if ((formats & SYNTH_FMT_VINDR) && mkdir_p(w.vindr_dir, e)) return 1;
+    if (make_dirs(out_dir, e)) return 1;
+    if ((formats & SYNTH_FMT_VINDR) && make_dirs(w.vindr_dir, e)) return 1;
     char sub[4200];
     snprintf(sub, sizeof sub, "%s/CBIS-DDSM", w.cbis_dir);
-    if ((formats & SYNTH_FMT_CBIS) && mkdir_p(sub, e)) return 1;
+    if ((formats & SYNTH_FMT_CBIS) && make_dirs(sub, e)) return 1;
     snprintf(sub, sizeof sub, "%s/images", w.vqa_dir);
-    if ((formats & SYNTH_FMT_VQA) && mkdir_p(sub, e)) return 1;
+    if ((formats & SYNTH_FMT_VQA) && make_dirs(sub, e)) return 1;
 
     long np = cfg->n_patients, n_img = 4 * np;
     SynthExam *exams = malloc(sizeof(SynthExam) * (size_t)(np ? np : 1));

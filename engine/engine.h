@@ -44,6 +44,9 @@ void *xmalloc(size_t n);
 void *xcalloc(size_t count, size_t size);
 void *xrealloc(void *p, size_t n);
 
+/* mkdir -p: 0, or 1 with "<folder>: cannot create folder: <reason>" (engine/fs.c) */
+int make_dirs(const char *path, Err *e);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Arena: chained bump allocator, 64-byte aligned.  `arena_reset` keeps every chunk, so once a
  * step has run the arena never calls malloc again. */

@@ -29,19 +29,6 @@ const char *train_ckpt_path(const TrainLoop *t, char *buf, size_t n) {
     return buf;
 }
 
-static int mkdir_p(const char *dir, Err *e) {
-    char tmp[1024];
-    snprintf(tmp, sizeof tmp, "%s", dir);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return err_set(e, "%s: cannot create: %s", tmp, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return err_set(e, "%s: cannot create: %s", tmp, strerror(errno));
-    return 0;
-}
-
 /* Keep the metric lines of steps <= step (a resumed run rewrites what came after). */
 static int truncate_metrics(const char *path, long step, Err *e) {
     FILE *f = fopen(path, "r");
@@ -93,7 +80,7 @@ int train_begin(TrainLoop *t, int resume, Err *e) {
     if (t->log_every <= 0) t->log_every = 10;
     t->step = 0;
     const int root = dist_is_root(t->ctx);
-    if (root && mkdir_p(t->out_dir, e)) return 1;
+    if (root && make_dirs(t->out_dir, e)) return 1;
     if (root) remove_stale_tmp(t);
     char path[1024], mpath[1024];
     if (resume) {

@@ -52,7 +52,7 @@ const CfgSpec PRETRAIN_KEYS[] = {
     {"train.log_every", CFG_INT, "10", "iterations between progress lines"},
     {"train.max_iterations", CFG_INT, "0", "stop after this many iterations (0: epochs * epoch length)"},
     {"train.on_nan", CFG_STR, "stop", "non-finite loss: stop | skip (skip the batch and log it)"},
-    {"train.on_bad_image", CFG_STR, "fail", "unreadable image: fail | skip"},
+    {"data.on_bad_image", CFG_STR, "fail", "unreadable image: fail | skip"},
     {"data.sources", CFG_LIST, "[]", "prepared HDF5 files of the pretraining corpus"},
     {"data.weights", CFG_LIST, "", "per-source sampling weights (default 1 each)"},
     {"crops.global_crops_scale", CFG_LIST, "[0.32, 1.0]", "RandomResizedCrop scale of the 2 global crops"},
@@ -130,9 +130,9 @@ int ssl_config_from(const Config *cfg, SslConfig *s, Err *e) {
     const char *on_nan = cfg_get_str(cfg, "train.on_nan", "stop");
     if (strcmp(on_nan, "stop") && strcmp(on_nan, "skip")) return err_set(e, "train.on_nan: '%s' is not stop or skip", on_nan);
     s->nan_skip = !strcmp(on_nan, "skip");
-    const char *on_bad = cfg_get_str(cfg, "train.on_bad_image", "fail");
+    const char *on_bad = cfg_get_str(cfg, "data.on_bad_image", "fail");
     if (strcmp(on_bad, "fail") && strcmp(on_bad, "skip"))
-        return err_set(e, "train.on_bad_image: '%s' is not fail or skip", on_bad);
+        return err_set(e, "data.on_bad_image: '%s' is not fail or skip", on_bad);
     s->skip_bad_images = !strcmp(on_bad, "skip");
     if (get_pair(cfg, "crops.global_crops_scale", s->global_scale, e)) return 1;
     if (get_pair(cfg, "crops.local_crops_scale", s->local_scale, e)) return 1;
@@ -494,7 +494,7 @@ int ssl_pretrain(const Config *cfg, int resume, Ctx *c, SslRunResult *res, Err *
         }
         SslLosses L;
         ssl_forward_backward(c, &s, &student, &teacher, &st, &sb, sv.teacher_temp, &L);
-        /* bad_images: unreadable samples replaced so far (train.on_bad_image=skip), logged */
+        /* bad_images: unreadable samples replaced so far (data.on_bad_image=skip), logged */
         Metric m[] = {{"loss", L.total}, {"dino", L.dino}, {"ibot", L.ibot},      {"koleo", L.koleo},
                       {"lr", sv.lr},     {"wd", sv.wd},     {"momentum", sv.momentum}, {"teacher_temp", sv.teacher_temp},
                       {"t_entropy", L.t_entropy}, {"t_marginal", L.t_marginal}, {"s_entropy", L.s_entropy},

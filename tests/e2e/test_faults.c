@@ -747,7 +747,7 @@ static void test_pretrain_skips(void **st) {
     assert_non_null(strstr(msg, "bad_images.h5"));
     assert_non_null(strstr(msg, "sample"));
     snprintf(extra, sizeof extra, "train.max_iterations=4 train.checkpoint_every=0 train.on_nan=skip "
-             "train.on_bad_image=skip data.sources=[%s]", bad);
+             "data.on_bad_image=skip data.sources=[%s]", bad);
     Spawn sp = {.env = {"VERSA_INJECT_NAN_STEP=3"}};
     rc = run_pretrain("skips", extra, &sp, 300);
     if (rc != 0) show_log("skips");
