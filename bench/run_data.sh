@@ -82,9 +82,9 @@ l224=$(get loader loader_mc224_images_per_s higher); l224c=$(get loader loader_m
 l224ms=$(get loader loader_mc224_cpu_ms_per_image lower); l224_1w=$(get loader loader_mc224_1w_images_per_s higher)
 l96=$(get loader loader_mc_config_images_per_s higher); l96c=$(get loader loader_mc_config_images_per_s_core higher)
 l96ms=$(get loader loader_mc_config_cpu_ms_per_image lower)
-crops224=$(cat "$out"/loader.*.txt 2>/dev/null | awk '$1 == "RESULT" && $3 == "loader_mc224_crops" {print $4; exit}')
-crops96=$(cat "$out"/loader.*.txt 2>/dev/null | awk '$1 == "RESULT" && $3 == "loader_mc_config_crops" {print $4; exit}')
-size=$(cat "$out"/synth.*.txt 2>/dev/null | awk '$1 == "RESULT" && $3 == "synth_size" {print $4; exit}')
+crops224=$(awk '$1 == "RESULT" && $3 == "loader_mc224_crops" {print $4; exit}' "$out"/loader.*.txt 2>/dev/null || true)
+crops96=$(awk '$1 == "RESULT" && $3 == "loader_mc_config_crops" {print $4; exit}' "$out"/loader.*.txt 2>/dev/null || true)
+size=$(awk '$1 == "RESULT" && $3 == "synth_size" {print $4; exit}' "$out"/synth.*.txt 2>/dev/null || true)
 crops224=${crops224:-2x224+4x96}; crops96=${crops96:-2x96+4x48}; size=${size:-416x512}   # if a program failed
 
 {

@@ -128,8 +128,9 @@ per_image() {  # CPU-s per step, batch -> CPU-s per image
 
 {
 # the BLAS each side ran (first run of each side that printed one)
-eb=$(cat "$out"/engine.*.txt 2>/dev/null | grep -m1 '^== engine' | sed 's/^== engine [^:]*: //')
-tb=$(cat "$out"/torch.*.txt 2>/dev/null | grep -m1 '^   BLAS: ' | sed 's/^   BLAS: //')
+# (grep reads the files itself: `cat | grep -m1` would die of SIGPIPE under pipefail)
+eb=$(grep -h -m1 '^== engine' "$out"/engine.*.txt 2>/dev/null | head -1 | sed 's/^== engine [^:]*: //' || true)
+tb=$(grep -h -m1 '^   BLAS: ' "$out"/torch.*.txt 2>/dev/null | head -1 | sed 's/^   BLAS: //' || true)
 echo
 echo "== BLAS: engine ${eb:-(unknown)}"
 echo "         pytorch ${tb:-(unknown)}"
