@@ -39,11 +39,10 @@ if [ -n "$quick" ]; then
   bench_over=(linear.val_every=50 linear.patience=5 bootstrap.n=200)
   cbis=
 else
-  # Sized from measured rates (CPU seconds, 2 threads; quiet-machine wall ~ CPU / 1.6):
-  #   synth 0.26 s/patient, pretrain (ViT-Ti, batch 32, 96 px + 4 x 48 px) 3.7 s/step,
-  #   distill (B0, 96 px, batch 16, two passes) 1.0 s/step, supervised-only (one pass) ~0.55 s/step
-  # -> synth ~1 min, pretrain 300 steps ~12 min, distill + distill-sup 8 epochs x 52 steps
-  #    ~7 min, bench (classification + retrieval, 4 models) ~5 min: ~26 min in all.
+  # Measured (2026-11-22, 2 cores shared with a make asan run): synth 70 s, prepare 16 s,
+  # pretrain 300 steps 590 s, extract 15 s, distill 416 steps 379 s, supervised-only 146 s,
+  # bench (4 backbones, classification + retrieval + segmentation + detection) 426 s: 27.4 min
+  # with the build; the VQA tasks add a few minutes.
   out=runs/demo
   patients=300; size=416x512; prep=128
   pre_cfg=configs/pretrain/vit_tiny_cpu.yaml; pre_over=(optim.epochs=6)   # 6 x 50 iterations
@@ -109,6 +108,8 @@ stage synth "$out/raw/vindr-mammo" -- \
 stage prepare "$out/vindr.h5" -- "$versa" prepare vindr "$out/raw/vindr-mammo" "$out/vindr.h5" --size "${prep}x${prep}"
 mkdir -p "$out/bench-data"
 ln -sfn ../vindr.h5 "$out/bench-data/synth-vindr.h5"   # the benchmark's VinDr-layout dataset
+mkdir -p "$out/bench-data/raw"                          # and the MammoVQA-layout questions
+ln -sfn ../../raw/mammovqa "$out/bench-data/raw/mammovqa"
 if [ -n "$cbis" ]; then   # lesion crops are cut from 256 px images (configs/bench/synthetic.yaml)
   stage prepare-cbis "$out/bench-data/synth-cbis.h5" -- \
     "$versa" prepare cbis "$out/raw/cbis-ddsm" "$out/bench-data/synth-cbis.h5" --size 256x256
