@@ -141,9 +141,11 @@ static int check_key(const char *where, const char *key, Err *e) {
     if (n == 0 || n >= CFG_MAX_KEY) return err_set(e, "%s: bad key '%.64s' (empty or too long)", where, key);
     if (key[0] == '.' || key[n - 1] == '.' || strstr(key, ".."))
         return err_set(e, "%s: bad key '%s' (empty component)", where, key);
+    /* printable ASCII only: a key is a name in the DINOv2 tree, and a stray byte (0xff from a
+     * YAML escape) would be written back by cfg_to_yaml as invalid UTF-8 (found by fuzz_config) */
     for (const char *p = key; *p; p++)
-        if (*p == '=' || isspace((unsigned char)*p) || iscntrl((unsigned char)*p))
-            return err_set(e, "%s: bad key '%s' (no spaces or '=' in keys)", where, key);
+        if (*p == '=' || (unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            return err_set(e, "%s: bad key '%s' (keys are printable ASCII, no spaces or '=')", where, key);
     return 0;
 }
 
