@@ -295,10 +295,33 @@ static int validate(const CfgSpec *spec, const char *where, const char *key, con
 
 enum { PUT_EXISTING = 0, PUT_ADD = 1 };
 
+/* Values are stored back into checkpoints as YAML (cfg_to_yaml), which must be UTF-8: a value
+ * with other bytes (possible from a command-line override) is refused here rather than written
+ * as a config that no longer loads (found by fuzz_config). */
+static int valid_utf8(const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        int n = *p < 0x80 ? 0 : (*p & 0xe0) == 0xc0 ? 1 : (*p & 0xf0) == 0xe0 ? 2 : (*p & 0xf8) == 0xf0 ? 3 : -1;
+        if (n < 0 || (n == 1 && *p < 0xc2)) return 0;
+        p++;
+        for (int k = 0; k < n; k++, p++)
+            if ((*p & 0xc0) != 0x80) return 0;
+    }
+    return 1;
+}
+
+static int check_utf8(const Value *v, const char *where, const char *key, Err *e) {
+    if (v->text && !valid_utf8(v->text)) return err_set(e, "%s: key '%s': value is not valid UTF-8", where, key);
+    for (size_t i = 0; i < v->n_items; i++)
+        if (v->items[i] && !valid_utf8(v->items[i]))
+            return err_set(e, "%s: key '%s': list item %zu is not valid UTF-8", where, key, i);
+    return 0;
+}
+
 /* Sets key to v, taking ownership of v's memory (freed on failure too).  PUT_EXISTING: the key
  * must already exist. */
 static int put(Config *cfg, const char *key, Value *v, int mode, int origin, const char *where, Err *e) {
-    int bad = check_key(where, key, e);
+    int bad = check_key(where, key, e) || check_utf8(v, where, key, e);
     CfgEntry *en = bad ? NULL : find(cfg, key);
     if (!bad && !en) {
         const char *c = conflict(cfg, key);
