@@ -325,6 +325,8 @@ int bench_eval_retrieval(const BenchData *d, const BenchSettings *s, uint64_t se
 
 enum { BENCH_VIT = 0, BENCH_EFFNET = 1 };
 
+enum { BENCH_FEAT_GAP = 0, BENCH_FEAT_CLS, BENCH_FEAT_CLS_GAP };
+
 typedef struct BenchModel {
     char name[BENCH_NAME_LEN];
     char spec[512];
@@ -335,6 +337,7 @@ typedef struct BenchModel {
     int in_chans;
     int feat_dim;
     int patch;                  /* ViT only */
+    int feature;                /* ViT only: BENCH_FEAT_GAP (the paper's), _CLS, _CLS_GAP (DINOv2's linear eval) */
     ParamStore ps;
     ViT vit;
     SslModel ssl;               /* ckpt: backbone is ssl.backbone */
@@ -345,7 +348,9 @@ typedef struct BenchModel {
 int bench_model_load(BenchModel *m, const char *name, const char *spec, int default_size, Err *e);
 void bench_model_free(BenchModel *m);
 /* x (B, in_chans, size, size) normalised images -> feat (B, feat_dim): the mean of the
- * final-norm patch tokens (ViT, the paper's feature) or the pooled head feature (EfficientNet).
+ * final-norm patch tokens (ViT, the paper's feature; the spec's feature=cls / cls_gap takes the
+ * final-norm CLS token, or CLS then mean as DINOv2's linear evaluation does) or the pooled head
+ * feature (EfficientNet).
  * Eval mode, no gradient. */
 void bench_model_forward(Ctx *c, const BenchModel *m, const float *x, int B, float *feat);
 

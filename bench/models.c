@@ -142,18 +142,31 @@ typedef struct Spec {
     int n;
     const char *prefix;           /* prefix=... */
     long seed, size;              /* seed=..., size=... (-1 unset) */
+    int feature;                  /* feature=gap|cls|cls_gap (ViT; BENCH_FEAT_*) */
+    double layerscale;            /* layerscale=X (random ViT; < 0 unset) */
 } Spec;
 
 static int spec_parse(const char *text, Spec *s, Err *e) {
     memset(s, 0, sizeof *s);
     s->seed = s->size = -1;
+    s->layerscale = -1;
     snprintf(s->buf, sizeof s->buf, "%s", text);
     char *p = s->buf;
     while (p) {
         char *c = strchr(p, ':');
         if (c) *c = 0;
         if (!strncmp(p, "prefix=", 7)) s->prefix = p + 7;
-        else if (!strncmp(p, "seed=", 5) || !strncmp(p, "size=", 5)) {
+        else if (!strncmp(p, "feature=", 8)) {
+            if (!strcmp(p + 8, "gap")) s->feature = BENCH_FEAT_GAP;
+            else if (!strcmp(p + 8, "cls")) s->feature = BENCH_FEAT_CLS;
+            else if (!strcmp(p + 8, "cls_gap")) s->feature = BENCH_FEAT_CLS_GAP;
+            else return err_set(e, "model spec '%s': '%s' is not feature=gap, cls or cls_gap", text, p);
+        } else if (!strncmp(p, "layerscale=", 11)) {
+            char *end;
+            s->layerscale = strtod(p + 11, &end);
+            if (*end || !(s->layerscale >= 0.0 && s->layerscale <= 10.0))
+                return err_set(e, "model spec '%s': '%s' is not a LayerScale init in [0, 10]", text, p);
+        } else if (!strncmp(p, "seed=", 5) || !strncmp(p, "size=", 5)) {
             char *end;
             long v = strtol(p + 5, &end, 10);
             if (*end || v < 0) return err_set(e, "model spec '%s': '%s' is not a non-negative integer", text, p);
@@ -208,6 +221,7 @@ static int load_random(BenchModel *m, const Spec *s, int default_size, Err *e) {
         ViTConfig vc;
         if (vit_config(arch, patch, size, &vc))
             return err_set(e, "model spec '%s': unknown ViT '%s' (vit_tiny, vit_small, vit_base, vit_large)", m->spec, arch);
+        if (s->layerscale >= 0) vc.layerscale = (float)s->layerscale;
         vit_declare(&m->vit, &vc, &m->ps, "");
         params_alloc(&m->ps);
         vit_init(&m->vit, &r);
@@ -216,7 +230,8 @@ static int load_random(BenchModel *m, const Spec *s, int default_size, Err *e) {
         m->patch = patch;
         m->in_chans = vc.in_chans;
         m->feat_dim = vc.embed_dim;
-        sfmt(m->desc, sizeof m->desc, "%s/%d random init (seed %llu), %d px", arch, patch, (unsigned long long)seed, size);
+        sfmt(m->desc, sizeof m->desc, "%s/%d random init (seed %llu, LayerScale %g), %d px", arch, patch,
+             (unsigned long long)seed, (double)vc.layerscale, size);
         return 0;
     }
     EffNetConfig ec;
@@ -415,6 +430,18 @@ int bench_model_load(BenchModel *m, const char *name, const char *spec, int defa
         return 1;
     }
     if (!m->fingerprint[0]) fingerprint(m, NULL);
+    if (s.layerscale >= 0 && !(m->kind == BENCH_VIT && !m->is_ssl && !strcmp(s.f[0], "random"))) {
+        bench_model_free(m);
+        return err_set(e, "model spec '%s': layerscale= applies to random ViTs only", spec);
+    }
+    if (s.feature != BENCH_FEAT_GAP) {
+        if (m->kind != BENCH_VIT) {
+            bench_model_free(m);
+            return err_set(e, "model spec '%s': feature= applies to ViTs only", spec);
+        }
+        m->feature = s.feature;
+        if (m->feature == BENCH_FEAT_CLS_GAP) m->feat_dim *= 2;
+    }
     return 0;
 }
 
@@ -434,8 +461,11 @@ void bench_model_forward(Ctx *c, const BenchModel *m, const float *x, int B, flo
     const size_t S = (size_t)m->size;
     Tensor *in = tensor_from(c, 4, TSHAPE((size_t)B, (size_t)m->in_chans, S, S), x);
     Tensor *f;
-    if (m->kind == BENCH_VIT) f = vit_forward(c, m->is_ssl ? &m->ssl.backbone : &m->vit, in, NULL).pooled;
-    else f = effnet_forward(c, &m->effnet, in).pooled;
+    if (m->kind == BENCH_VIT) {
+        ViTOut o = vit_forward(c, m->is_ssl ? &m->ssl.backbone : &m->vit, in, NULL);
+        Tensor *both[2] = {o.cls, o.pooled};
+        f = m->feature == BENCH_FEAT_CLS ? o.cls : m->feature == BENCH_FEAT_CLS_GAP ? op_concat(c, both, 2, 1) : o.pooled;
+    } else f = effnet_forward(c, &m->effnet, in).pooled;
     tensor_copy_to(f, feat);
     c->training = training;
     ctx_set_grad(c, prev);

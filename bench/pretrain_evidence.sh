@@ -8,11 +8,14 @@
 #   stage 1:  versa pretrain configs/pretrain/vit_tiny_cpu.yaml on the train split of the VinDr
 #             file (ViT-Ti/16, 96 px global crops, K = 256, batch 16), ITERS iterations (<= 15 min on 2
 #             cores); the CBIS images (another layout and size) are never seen in pretraining
-#   probes:   versa bench --suite synthetic on frozen features (GAP of the final-norm patch tokens),
-#             the teacher and the same architecture randomly initialised (seed 0), both at the
-#             pretraining resolution and normalisation: linear probe (AdamW, model selection on
-#             val) and k-NN (k = 20) for density A-D (VinDr and CBIS layouts) and malignancy
-#             (CBIS pathology, whole images and lesion crops), test-split metrics with bootstrap CIs.
+#   probes:   versa bench --suite synthetic on frozen features (GAP of the final-norm patch tokens,
+#             and the CLS token), for the teacher, its own initialisation (a 1-step run at LR 0)
+#             and `random:vit_tiny` (architecture default LayerScale 1e-5), at the pretraining
+#             resolution and normalisation: linear probe (AdamW, model selection on val) and k-NN
+#             (k = 20) for density A-D (VinDr and CBIS layouts) and malignancy (CBIS pathology,
+#             whole images and lesion crops), test-split metrics with bootstrap CIs.
+#   ceilings: bench/probe_ceiling.py (PyTorch; CEILING=0 skips): a CNN trained with the labels and
+#             an intensity-histogram regression on the same splits — the room a probe has.
 #
 # Usage: bash bench/pretrain_evidence.sh [BUILD_DIR] [OUT_DIR]
 # Knobs (environment): PATIENTS (400), ITERS (600 = optim.epochs 12 x 50), THREADS (2),
@@ -71,13 +74,38 @@ tasks:
     source: [benign, malignant]
     metric: auc
 EOF
-log "probes: teacher vs random init ($SIZE px)"
+# The teacher's own initialisation (same seed, same LayerScale init): one step at LR 0 (the warm-up
+# starts at 0, so neither the student nor the EMA teacher moves).  `random:vit_tiny` keeps the
+# architecture default LayerScale 1e-5, a different network at step 0 when the config sets 1.0.
+if [ ! -f "$out/init/checkpoint.h5" ]; then
+  # shellcheck disable=SC2086
+  "$versa" pretrain "$CONFIG" "data.sources=[$out/data/synth-vindr.h5]" "train.output_dir=$out/init" \
+    "train.OFFICIAL_EPOCH_LENGTH=$epoch_len" "optim.epochs=$epochs" train.max_iterations=1 train.log_every=1 \
+    train.checkpoint_every=1 $EXTRA >"$out/init.log" 2>&1
+fi
+log "probes: teacher vs random init ($SIZE px; GAP and CLS features)"
 # pretraining normalises with the ImageNet mean/std (data/augment.c): probe with the same (their
 # averages over the 3 channels), so the teacher sees the input statistics it was trained on
 "$versa" bench --suite synthetic --tasks "$out/tasks.yaml" --data-root "$out/data" --out "$out/bench" \
   --only syn_vindr_density,syn_cbis_density,syn_cbis_malignancy,syn_cbis_pathology \
-  --model "teacher=ckpt:$out/teacher/checkpoint.h5:teacher:$SIZE" --model "random=random:vit_tiny:16:$SIZE" \
+  --model "teacher=ckpt:$out/teacher/checkpoint.h5:teacher:$SIZE" \
+  --model "init=ckpt:$out/init/checkpoint.h5:teacher:$SIZE" \
+  --model "random=random:vit_tiny:16:$SIZE" \
+  --model "teacher_cls=ckpt:$out/teacher/checkpoint.h5:teacher:$SIZE:feature=cls" \
+  --model "init_cls=ckpt:$out/init/checkpoint.h5:teacher:$SIZE:feature=cls" \
   input.mean=0.449 input.std=0.226 --quiet
+
+# The ceilings (PyTorch, optional; CEILING=0 skips): a small CNN trained *with the labels* on the
+# same splits, and a logistic regression on intensity histograms — how much room each probe has
+# above random features (bench/probe_ceiling.py).
+if [ "${CEILING:-1}" = 1 ] && /usr/bin/python3 -c 'import torch, h5py, sklearn' 2>/dev/null; then
+  if [ ! -s "$out/ceiling.txt" ]; then
+    log "ceilings: supervised CNN and intensity histogram (density; pathology of lesion crops)"
+    { OMP_NUM_THREADS=$THREADS /usr/bin/python3 bench/probe_ceiling.py "$out/data/synth-vindr.h5" --threads "$THREADS"
+      OMP_NUM_THREADS=$THREADS /usr/bin/python3 bench/probe_ceiling.py "$out/data/synth-cbis.h5" --threads "$THREADS" \
+        --label pathology --unit crop; } >"$out/ceiling.txt.tmp" && mv "$out/ceiling.txt.tmp" "$out/ceiling.txt"
+  fi
+fi
 
 # ---- table ----
 {
@@ -92,21 +120,34 @@ log "probes: teacher vs random init ($SIZE px)"
   echo
   echo "Test split: AUC (one-vs-rest macro for density) and balanced accuracy (bacc), 95% bootstrap CI in brackets."
   echo
-  echo "| task | protocol | metric | random init | teacher | teacher - random |"
-  echo "|---|---|---|---|---|---|"
+  echo "Models: random = \`random:vit_tiny\` (architecture default LayerScale 1e-5); init = the teacher's own"
+  echo "initialisation (a 1-step run at LR 0: same seed, same LayerScale); teacher = after pretraining."
+  echo "Features: GAP of the final-norm patch tokens (the paper's), and the final-norm CLS token (what DINO trains)."
+  echo
+  echo "| task | protocol | metric | feature | random (LS 1e-5) | init (teacher's step 0) | teacher | teacher - init |"
+  echo "|---|---|---|---|---|---|---|---|"
   awk -F, 'NR > 1 && ($4 ~ /auc$/ || $4 ~ /bacc$/) {
       key = $2 "," $4; v[$1 "," key] = $5; lo[$1 "," key] = $6; hi[$1 "," key] = $7
       if (!(key in seen)) { seen[key] = 1; order[n++] = key } }
+    function cell(m, k) { return (m "," k) in v ? sprintf("%.3f [%.3f, %.3f]", v[m "," k], lo[m "," k], hi[m "," k]) : "" }
     END {
+      for (f = 0; f < 2; f++)
       for (i = 0; i < n; i++) {
         # metric names: auc, bacc (linear probe), knn_auc, knn_bacc (k-NN)
         split(order[i], k, ","); m = k[2]; p = "linear"; mm = m
         if (index(m, "_")) { p = m; sub(/_.*/, "", p); sub(/^[^_]*_/, "", mm) }
-        r = "random," order[i]; t = "teacher," order[i]
-        if (!(r in v) || !(t in v)) continue
-        printf "| %s | %s | %s | %.3f [%.3f, %.3f] | %.3f [%.3f, %.3f] | %+.3f |\n", k[1], p, mm,
-               v[r], lo[r], hi[r], v[t], lo[t], hi[t], v[t] - v[r]
+        sfx = f ? "_cls" : ""; t = "teacher" sfx "," order[i]; z = "init" sfx "," order[i]
+        if (!(t in v) || !(z in v)) continue
+        printf "| %s | %s | %s | %s | %s | %s | %s | %+.3f |\n", k[1], p, mm, f ? "CLS" : "GAP",
+               f ? "" : cell("random", order[i]), cell("init" sfx, order[i]), cell("teacher" sfx, order[i]), v[t] - v[z]
       } }' "$out/bench/results.csv"
+  if [ -f "$out/ceiling.txt" ]; then
+    echo
+    echo "Ceilings (bench/probe_ceiling.py: a 4-block CNN trained with the labels on the same train split,"
+    echo "model selection on val; and a logistic regression on intensity-histogram features):"
+    echo
+    sed 's/^/    /' "$out/ceiling.txt"
+  fi
 } >"$out/results.md"
 cat "$out/results.md"
 log "done; table in $out/results.md"

@@ -8,26 +8,13 @@
 set -euo pipefail
 build=${1:-build}
 shift || true
-threads=${VERSA_THREADS:-${OMP_NUM_THREADS:-$(nproc)}}
-rounds=${BENCH_ROUNDS:-2}
-export VERSA_THREADS=$threads OMP_NUM_THREADS=$threads
-# idle OpenMP threads sleep instead of spinning: other processes (and the other side) share the cores
-export OMP_WAIT_POLICY=PASSIVE
-python=/usr/bin/python3
-tcmalloc=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
-
-have_torch=0
-if [ -x "$python" ] && "$python" -c 'import torch' 2>/dev/null; then have_torch=1; fi
-preload=""
-[ -f "$tcmalloc" ] && preload=$tcmalloc
+. "$(dirname "$0")/common.sh"
 
 echo "== versamammo.c performance report, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "   cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores," \
      "flags: $(grep -m1 -ow -e avx512f -e avx2 -e fma /proc/cpuinfo | sort -u | tr '\n' ' ')"
 echo "   load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other processes share the cores: compare ratios)"
-echo "   threads: $threads; OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)}; rounds: $rounds"
+echo "   threads: $threads; OPENBLAS_CORETYPE: ${preset:-(unset)}${preset:+ -> ${OPENBLAS_CORETYPE:-(auto)}}; rounds: $rounds"
 echo
 
 for r in $(seq 1 "$rounds"); do

@@ -20,13 +20,9 @@
 # "core" = images / (CPU-seconds / threads), the rate with the threads' cores to itself.
 set -euo pipefail
 build=${1:-build}
-threads=${VERSA_THREADS:-${OMP_NUM_THREADS:-$(nproc)}}
-rounds=${BENCH_ROUNDS:-2}
+. "$(dirname "$0")/common.sh"
 patients=${DATA_PATIENTS:-16}
 dest=${BENCH_OUT:-$build/bench}
-export VERSA_THREADS=$threads OMP_NUM_THREADS=$threads
-# idle OpenMP threads sleep instead of spinning: the loader's workers and the step share the cores
-export OMP_WAIT_POLICY=PASSIVE
 perf=$build/bench/perf
 for p in perf_synth perf_loader perf_pretrain; do
   if [ ! -x "$perf/$p" ]; then
@@ -35,14 +31,12 @@ for p in perf_synth perf_loader perf_pretrain; do
   fi
 done
 mkdir -p "$dest"
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
 
 {
 echo "== versamammo.c data-path report, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "   cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores"
 echo "   load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other processes share the cores: compare core rates)"
-echo "   threads / loader workers: $threads; rounds: $rounds; OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)}"
+echo "   threads / loader workers: $threads; rounds: $rounds; OPENBLAS_CORETYPE: ${preset:-(unset)}${preset:+ -> ${OPENBLAS_CORETYPE:-(auto)}}"
 echo "   command: bash bench/run_data.sh $build"
 } | tee "$out/head.txt"
 

@@ -17,36 +17,13 @@
 #   BENCH_OUT (default BUILD_DIR/bench)  folder the summary table is written to (models_summary.txt)
 set -euo pipefail
 build=${1:-build}
-threads=${VERSA_THREADS:-${OMP_NUM_THREADS:-$(nproc)}}
-rounds=${BENCH_ROUNDS:-2}
+. "$(dirname "$0")/common.sh"
 cases=${BENCH_CASES:-"vit_s_train vit_ti_train effnet_b0_train vit_s_infer student_224 student_512 pretrain"}
 passes=${BENCH_PASSES:-2}
 steps=${BENCH_STEPS:-2}
-export VERSA_THREADS=$threads OMP_NUM_THREADS=$threads
-# idle OpenMP threads sleep instead of spinning: other processes (and the other side) share the cores
-export OMP_WAIT_POLICY=PASSIVE
-python=/usr/bin/python3
-tcmalloc=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
 dest=${BENCH_OUT:-$build/bench}
 mkdir -p "$dest"
 
-# OpenBLAS kernel: a preset OPENBLAS_CORETYPE is reported and replaced by the best core for this
-# CPU (both sides use OpenBLAS's sgemm: PyTorch's libblas is the same OpenMP OpenBLAS)
-preset=${OPENBLAS_CORETYPE:-}
-if [ -n "$preset" ]; then
-  if grep -qw avx512f /proc/cpuinfo; then best=SkylakeX
-  elif grep -qw avx2 /proc/cpuinfo; then
-    if grep -q AuthenticAMD /proc/cpuinfo; then best=Zen; else best=Haswell; fi
-  else best=""; fi
-  if [ -n "$best" ]; then export OPENBLAS_CORETYPE=$best; else unset OPENBLAS_CORETYPE; fi
-fi
-
-have_torch=0
-if [ -x "$python" ] && "$python" -c 'import torch' 2>/dev/null; then have_torch=1; fi
-preload=""
-[ -f "$tcmalloc" ] && preload=$tcmalloc
 
 {
 echo "== versamammo.c model performance, $(date -u +%Y-%m-%dT%H:%MZ)"

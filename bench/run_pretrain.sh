@@ -15,35 +15,13 @@
 #   BENCH_SKIP_MPI=1                  skip the MPI rows
 set -euo pipefail
 build=${1:-build}
-threads=${VERSA_THREADS:-${OMP_NUM_THREADS:-$(nproc)}}
-rounds=${BENCH_ROUNDS:-2}
+. "$(dirname "$0")/common.sh"
 passes=${BENCH_PASSES:-2}
 steps=${BENCH_STEPS:-2}
 batch=${BENCH_BATCH:-16}
-export VERSA_THREADS=$threads OMP_NUM_THREADS=$threads
-# idle OpenMP threads sleep instead of spinning: other processes (and the other side) share the cores
-export OMP_WAIT_POLICY=PASSIVE
-python=/usr/bin/python3
-tcmalloc=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
 perf="$build/bench/perf/perf_pretrain"
 [ -x "$perf" ] || { echo "run_pretrain: $perf not found (make BUILD=$build $perf)"; exit 1; }
 
-# the OpenBLAS kernel of both sides (PyTorch's libblas is the same OpenMP OpenBLAS): a preset
-# OPENBLAS_CORETYPE is replaced by the best core for this CPU, as bench/run_models.sh does
-preset=${OPENBLAS_CORETYPE:-}
-if [ -n "$preset" ]; then
-  if grep -qw avx512f /proc/cpuinfo; then best=SkylakeX
-  elif grep -qw avx2 /proc/cpuinfo; then
-    if grep -q AuthenticAMD /proc/cpuinfo; then best=Zen; else best=Haswell; fi
-  else best=""; fi
-  if [ -n "$best" ]; then export OPENBLAS_CORETYPE=$best; else unset OPENBLAS_CORETYPE; fi
-fi
-have_torch=0
-if [ -x "$python" ] && "$python" -c 'import torch' 2>/dev/null; then have_torch=1; fi
-preload=""
-[ -f "$tcmalloc" ] && preload=$tcmalloc
 
 echo "== versamammo.c stage-1 pretraining performance, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "   cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores"

@@ -61,6 +61,11 @@ const CfgSpec PRETRAIN_KEYS[] = {
     {"crops.global_crops_size", CFG_INT, "224", "global crop size (pixels)"},
     {"crops.local_crops_size", CFG_INT, "96", "local crop size (pixels)"},
     {"crops.blur_dinov2_quirk", CFG_BOOL, "false", "apply blur with 1 - p like upstream DINOv2 (VersaMammo quirk Q9)"},
+    {"crops.color_jitter_p", CFG_FLOAT, "0.8", "probability of the brightness/contrast jitter"},
+    {"crops.brightness", CFG_FLOAT, "0.4", "brightness jitter: factor ~ U(1 - b, 1 + b)"},
+    {"crops.contrast", CFG_FLOAT, "0.4", "contrast jitter: factor ~ U(1 - c, 1 + c)"},
+    {"crops.blur_p", CFG_LIST, "[1.0, 0.1, 0.5]", "Gaussian blur probability: global crop 1, global crop 2, local crops"},
+    {"crops.solarize_p", CFG_FLOAT, "0.2", "solarize probability (second global crop)"},
     {"optim.epochs", CFG_INT, "100", "epochs of OFFICIAL_EPOCH_LENGTH iterations"},
     {"optim.base_lr", CFG_FLOAT, "0.004", "learning rate before batch-size scaling"},
     {"optim.lr", CFG_FLOAT, NULL, "peak learning rate; overrides base_lr * scaling when set"},
@@ -140,6 +145,16 @@ int ssl_config_from(const Config *cfg, SslConfig *s, Err *e) {
     s->global_size = gsize;
     s->local_size = (int)cfg_get_int(cfg, "crops.local_crops_size", 96, e);
     s->blur_quirk = cfg_get_bool(cfg, "crops.blur_dinov2_quirk", 0, e);
+    s->jitter_p = (float)cfg_get_float(cfg, "crops.color_jitter_p", 0.8, e);
+    s->brightness = (float)cfg_get_float(cfg, "crops.brightness", 0.4, e);
+    s->contrast = (float)cfg_get_float(cfg, "crops.contrast", 0.4, e);
+    s->solarize_p = (float)cfg_get_float(cfg, "crops.solarize_p", 0.2, e);
+    {
+        double bp[3] = {1.0, 0.1, 0.5};
+        if (cfg_has(cfg, "crops.blur_p") && cfg_get_floats(cfg, "crops.blur_p", bp, 3, e) != 3)
+            return e->msg[0] ? 1 : err_set(e, "crops.blur_p: expected three probabilities");
+        for (int i = 0; i < 3; i++) s->blur_p[i] = (float)bp[i];
+    }
     s->epochs = cfg_get_int(cfg, "optim.epochs", 100, e);
     long max_it = cfg_get_int(cfg, "train.max_iterations", 0, e);
     s->total_iters = s->epochs * s->epoch_len;
@@ -187,7 +202,42 @@ int ssl_config_from(const Config *cfg, SslConfig *s, Err *e) {
     if (s->n_local > 0 && s->local_size % patch)
         return err_set(e, "crops.local_crops_size: %d is not a multiple of the patch size %d", s->local_size, patch);
     if (s->epoch_len < 1 || s->epochs < 1) return err_set(e, "optim.epochs and train.OFFICIAL_EPOCH_LENGTH must be >= 1");
+    const struct {
+        const char *key;
+        float v;
+    } aug[7] = {{"crops.color_jitter_p", s->jitter_p}, {"crops.solarize_p", s->solarize_p}, {"crops.blur_p[0]", s->blur_p[0]},
+                {"crops.blur_p[1]", s->blur_p[1]},     {"crops.blur_p[2]", s->blur_p[2]}, {"crops.brightness", s->brightness},
+                {"crops.contrast", s->contrast}};
+    for (int i = 0; i < 7; i++)   /* probabilities, and jitter strengths (a factor 1 - b must stay >= 0) */
+        if (!(aug[i].v >= 0.0f && aug[i].v <= 1.0f)) return err_set(e, "%s: %g is not in [0, 1]", aug[i].key, (double)aug[i].v);
     return 0;
+}
+
+/* The multi-crop loader of a pretraining config (one rank, all splits; the trainer sets the rank). */
+LoaderConfig ssl_loader_config(const SslConfig *s) {
+    LoaderConfig lc = loader_config_default(LOADER_MULTICROP);
+    lc.batch_size = s->batch;
+    lc.seed = s->seed;
+    lc.n_workers = s->n_workers;
+    lc.channels = s->vit.in_chans;
+    lc.crops.global_size = s->global_size;
+    lc.crops.local_size = s->local_size;
+    lc.crops.n_local = s->n_local;
+    lc.crops.blur_dinov2_quirk = s->blur_quirk;
+    lc.crops.jitter_p = s->jitter_p;
+    lc.crops.brightness = s->brightness;
+    lc.crops.contrast = s->contrast;
+    lc.crops.solarize_p = s->solarize_p;
+    memcpy(lc.crops.blur_p, s->blur_p, sizeof s->blur_p);
+    memcpy(lc.crops.global_scale, s->global_scale, sizeof s->global_scale);
+    memcpy(lc.crops.local_scale, s->local_scale, sizeof s->local_scale);
+    lc.patch_size = s->vit.patch;
+    lc.masks = mask_default(s->global_size / s->vit.patch, s->global_size / s->vit.patch);
+    lc.masks.ratio_min = s->ibot_ratio[0];
+    lc.masks.ratio_max = s->ibot_ratio[1];
+    lc.masks.sample_prob = s->ibot_sample_p;
+    lc.ibot = s->ibot_w > 0;
+    return lc;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -432,26 +482,10 @@ int ssl_pretrain(const Config *cfg, int resume, Ctx *c, SslRunResult *res, Err *
     c->rng = train_rng;
 
     /* the loader continues at the position of the resumed step */
-    LoaderConfig lc = loader_config_default(LOADER_MULTICROP);
-    lc.batch_size = s.batch;
-    lc.seed = s.seed;
+    LoaderConfig lc = ssl_loader_config(&s);
     lc.rank = c->rank;
     lc.world = c->world;
-    lc.n_workers = s.n_workers;
-    lc.channels = s.vit.in_chans;
     lc.on_error = s.skip_bad_images ? LOADER_SKIP : LOADER_FAIL;
-    lc.crops.global_size = s.global_size;
-    lc.crops.local_size = s.local_size;
-    lc.crops.n_local = s.n_local;
-    lc.crops.blur_dinov2_quirk = s.blur_quirk;
-    memcpy(lc.crops.global_scale, s.global_scale, sizeof s.global_scale);
-    memcpy(lc.crops.local_scale, s.local_scale, sizeof s.local_scale);
-    lc.patch_size = s.vit.patch;
-    lc.masks = mask_default(s.global_size / s.vit.patch, s.global_size / s.vit.patch);
-    lc.masks.ratio_min = s.ibot_ratio[0];
-    lc.masks.ratio_max = s.ibot_ratio[1];
-    lc.masks.sample_prob = s.ibot_sample_p;
-    lc.ibot = s.ibot_w > 0;
     {
         /* position = steps done: batches per epoch come from a probe loader */
         Loader *probe = NULL;

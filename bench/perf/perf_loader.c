@@ -111,24 +111,10 @@ static void bench_loader(const char *name, const char *key, const Corpus *c, Loa
 
 /* The multi-crop loader of a pretraining config, as ssl_pretrain builds it (ssl/pretrain.c). */
 static LoaderConfig loader_from_ssl(const SslConfig *s, int workers, int batch) {
-    LoaderConfig lc = loader_config_default(LOADER_MULTICROP);
+    LoaderConfig lc = ssl_loader_config(s);
     lc.split = -1;
     lc.batch_size = batch;
-    lc.seed = s->seed;
     lc.n_workers = workers;
-    lc.channels = s->vit.in_chans;
-    lc.crops.global_size = s->global_size;
-    lc.crops.local_size = s->local_size;
-    lc.crops.n_local = s->n_local;
-    lc.crops.blur_dinov2_quirk = s->blur_quirk;
-    memcpy(lc.crops.global_scale, s->global_scale, sizeof s->global_scale);
-    memcpy(lc.crops.local_scale, s->local_scale, sizeof s->local_scale);
-    lc.patch_size = s->vit.patch;
-    lc.masks = mask_default(s->global_size / s->vit.patch, s->global_size / s->vit.patch);
-    lc.masks.ratio_min = s->ibot_ratio[0];
-    lc.masks.ratio_max = s->ibot_ratio[1];
-    lc.masks.sample_prob = s->ibot_sample_p;
-    lc.ibot = s->ibot_w > 0;
     return lc;
 }
 

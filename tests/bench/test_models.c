@@ -221,6 +221,35 @@ static void test_stage1_checkpoint(void **st) {
     reference_features(NULL, &sm.backbone, x, B, 40, want);
     assert_close("stage-1 teacher features", got, want, (size_t)B * 192, 0, 1e-6);
     bench_model_free(&m);
+    /* feature=cls: the final-norm CLS token; feature=cls_gap: CLS then the patch mean (DINOv2's
+     * linear evaluation), each equal to the model's own outputs */
+    float cls[2 * 192], both[2 * 384];
+    {
+        Ctx c;
+        ctx_init(&c, 0);
+        ctx_set_grad(&c, 0);
+        c.training = 0;
+        ctx_step_begin(&c);
+        ViTOut o = vit_forward(&c, &sm.backbone, tensor_from(&c, 4, TSHAPE(2, 3, 40, 40), x), NULL);
+        tensor_copy_to(o.cls, cls);
+        ctx_free(&c);
+    }
+    snprintf(spec, sizeof spec, "ckpt:%s:teacher:feature=cls", path);
+    if (bench_model_load(&m, "teacher", spec, 40, &e)) fail_msg("%s", e.msg);
+    assert_int_equal(m.feat_dim, 192);
+    model_features(&m, x, B, got);
+    assert_close("feature=cls", got, cls, (size_t)B * 192, 0, 1e-6);
+    assert_true(fabsf(got[0] - want[0]) > 1e-4f);   /* not the GAP feature again */
+    bench_model_free(&m);
+    snprintf(spec, sizeof spec, "ckpt:%s:teacher:feature=cls_gap", path);
+    if (bench_model_load(&m, "teacher", spec, 40, &e)) fail_msg("%s", e.msg);
+    assert_int_equal(m.feat_dim, 384);
+    model_features(&m, x, B, both);
+    for (int b = 0; b < B; b++) {
+        assert_close("cls_gap: CLS half", both + b * 384, cls + b * 192, 192, 0, 1e-6);
+        assert_close("cls_gap: GAP half", both + b * 384 + 192, want + b * 192, 192, 0, 1e-6);
+    }
+    bench_model_free(&m);
     /* a student was not saved in this file */
     snprintf(spec, sizeof spec, "ckpt:%s:student", path);
     assert_int_equal(bench_model_load(&m, "s", spec, 40, &e), 1);
@@ -247,8 +276,20 @@ static void test_random_specs(void **st) {
     assert_true(m.kind == BENCH_EFFNET && m.size == 96 && m.feat_dim == 1280);
     assert_non_null(strstr(m.desc, "seed 3"));
     bench_model_free(&m);
+    /* layerscale=: the random baseline with the LayerScale init a pretraining config uses */
+    for (int k = 0; k < 2; k++) {
+        if (bench_model_load(&m, "v", k ? "random:vit_tiny:16:32:layerscale=1" : "random:vit_tiny:16:32", 512, &e))
+            fail_msg("%s", e.msg);
+        const Tensor *g = m.vit.blocks[0].ls1;
+        assert_non_null(g);
+        assert_float_equal(g->data[0], k ? 1.0f : 1e-5f, 1e-9f);
+        if (!strstr(m.desc, k ? "LayerScale 1)" : "LayerScale 1e-05)")) fail_msg("desc: %s", m.desc);
+        bench_model_free(&m);
+    }
     const char *bad[][2] = {{"v", "random:vit_tiny"}, {"v", "random:resnet50:224"}, {"v", "torch:x.pt"},
-                            {"a/b", "random:vit_tiny:16"}, {"v", "effnet-ckpt:/nonexistent.h5"}};
+                            {"a/b", "random:vit_tiny:16"}, {"v", "effnet-ckpt:/nonexistent.h5"},
+                            {"v", "random:vit_tiny:16:feature=mean"}, {"v", "random:vit_tiny:16:layerscale=-1"},
+                            {"v", "random:efficientnet-b0:feature=cls"}, {"v", "random:efficientnet-b0:layerscale=1"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(bench_model_load(&m, bad[i][0], bad[i][1], 64, &e), 1);
         print_message("  %s=%s: %s\n", bad[i][0], bad[i][1], e.msg);

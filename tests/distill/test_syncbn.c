@@ -8,6 +8,7 @@
  *      whole batch on one rank, and plain local-statistics BN does not.
  * Without mpirun the 2-rank case is skipped. */
 #include "tests/common/testutil.h"
+#include "tests/common/spawn.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,71 +159,19 @@ static int worker_main(int *argc, char ***argv) {
     return ok ? 0 : 1;
 }
 
-static int find_in_path(const char *prog) {
-    const char *path = getenv("PATH");
-    char buf[4096];
-    while (path && *path) {
-        size_t len = strcspn(path, ":");
-        snprintf(buf, sizeof buf, "%.*s/%s", (int)len, path, prog);
-        if (len && access(buf, X_OK) == 0) return 1;
-        path += len;
-        if (*path == ':') path++;
-    }
-    return 0;
-}
-
 static void test_two_ranks(void **st) {
     (void)st;
-    if (!find_in_path("mpirun")) {
+    if (!spawn_in_path("mpirun")) {
         print_message("    mpirun not found: skipping the 2-rank test\n");
         skip();
     }
     char out[1 << 13];
-    int fd[2];
-    assert_int_equal(pipe(fd), 0);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dup2(fd[1], 1);
-        dup2(fd[1], 2);
-        close(fd[0]);
-        close(fd[1]);
-        size_t ne = 0;
-        while (environ[ne]) ne++;
-        char **env = calloc(ne + 16, sizeof(char *));
-        size_t k = 0;
-        for (size_t i = 0; i < ne; i++)
-            if (strncmp(environ[i], "OMPI_", 5) && strncmp(environ[i], "PMIX_", 5) && strncmp(environ[i], "OMP_NUM_THREADS=", 16) &&
-                strncmp(environ[i], "ASAN_OPTIONS=", 13))
-                env[k++] = environ[i];
-        static char asan_opt[1024];
-        const char *asan = getenv("ASAN_OPTIONS");   /* MPI's allocations live until exit */
-        snprintf(asan_opt, sizeof asan_opt, "ASAN_OPTIONS=%s%sdetect_leaks=0", asan ? asan : "", asan && *asan ? ":" : "");
-        env[k++] = asan_opt;
-        env[k++] = WORKER_ENV "=1";
-        env[k++] = "OMP_NUM_THREADS=1";
-        env[k++] = "OMPI_ALLOW_RUN_AS_ROOT=1";
-        env[k++] = "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1";
-        env[k++] = "OMPI_MCA_btl=self,vader";
-        env[k++] = "OMPI_MCA_pml=ob1";
-        env[k++] = "OMPI_MCA_btl_vader_single_copy_mechanism=none";
-        env[k] = NULL;
-        char *args[] = {"timeout", "60", "mpirun", "-np", "2", "--oversubscribe", g_exe, NULL};
-        execvpe(args[0], args, env);
-        _exit(127);
-    }
-    close(fd[1]);
-    size_t len = 0;
-    ssize_t got;
-    while ((got = read(fd[0], out + len, sizeof out - 1 - len)) > 0) len += (size_t)got;
-    out[len] = 0;
-    close(fd[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
+    char *argv[] = {g_exe, NULL};
+    const char *env[] = {WORKER_ENV "=1", NULL};
+    SpawnResult r = spawn_capture(argv, 2, 60, env, out, sizeof out);
+    int status = r.status;
     print_message("%s", out);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !strstr(out, "rank 0: ok") || !strstr(out, "rank 1: ok"))
+    if (status != 0 || !strstr(out, "rank 0: ok") || !strstr(out, "rank 1: ok"))
         fail_msg("mpirun -np 2 failed (status %d):\n%s", status, out);
 }
 

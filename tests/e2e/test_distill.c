@@ -11,6 +11,7 @@
  * tests/engine/test_dist.c does); without mpirun it is skipped. */
 #include "tests/common/testutil.h"
 #include "tests/common/e2e.h"
+#include "tests/common/spawn.h"
 #include "data/data.h"
 #include "distill/distill.h"
 #include "engine/train.h"
@@ -409,79 +410,23 @@ static int worker_main(const char *dir, int *argc, char ***argv) {
     return rc;
 }
 
-static int find_in_path(const char *prog) {
-    const char *path = getenv("PATH");
-    char buf[4096];
-    while (path && *path) {
-        size_t len = strcspn(path, ":");
-        snprintf(buf, sizeof buf, "%.*s/%s", (int)len, path, prog);
-        if (len && access(buf, X_OK) == 0) return 1;
-        path += len;
-        if (*path == ':') path++;
-    }
-    return 0;
-}
-
 /* `mpirun -np 2` of this binary as the worker (shared memory only): distill_train with `opts`
  * and train.batch_size=4 on each rank, into <g_dir>/<out>. */
 static void run_two_ranks(const char *out_name, const char *opts) {
-    char out[1 << 14];
-    int fd[2];
-    assert_int_equal(pipe(fd), 0);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dup2(fd[1], 1);
-        dup2(fd[1], 2);
-        close(fd[0]);
-        close(fd[1]);
-        size_t ne = 0;
-        while (environ[ne]) ne++;
-        char **env = calloc(ne + 16, sizeof(char *));
-        size_t k = 0;
-        for (size_t i = 0; i < ne; i++)
-            if (strncmp(environ[i], "OMPI_", 5) && strncmp(environ[i], "PMIX_", 5) && strncmp(environ[i], "OMP_NUM_THREADS=", 16) &&
-                strncmp(environ[i], "ASAN_OPTIONS=", 13))
-                env[k++] = environ[i];
-        static char wenv[400], asan_opt[1024], oenv[200], xenv[1200];
-        snprintf(wenv, sizeof wenv, WORKER_ENV "=%s", g_dir);
-        snprintf(oenv, sizeof oenv, WORKER_OUT_ENV "=%s", out_name);
-        snprintf(xenv, sizeof xenv, WORKER_OPTS_ENV "=%s", opts);
-        env[k++] = wenv;
-        env[k++] = oenv;
-        env[k++] = xenv;
-        /* MPI's allocations live until exit; LeakSanitizer (make asan) must not fail the job for them */
-        const char *asan = getenv("ASAN_OPTIONS");
-        snprintf(asan_opt, sizeof asan_opt, "ASAN_OPTIONS=%s%sdetect_leaks=0", asan ? asan : "", asan && *asan ? ":" : "");
-        env[k++] = asan_opt;
-        env[k++] = "OMP_NUM_THREADS=1";
-        env[k++] = "OMPI_ALLOW_RUN_AS_ROOT=1";
-        env[k++] = "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1";
-        env[k++] = "OMPI_MCA_btl=self,vader";
-        env[k++] = "OMPI_MCA_pml=ob1";
-        env[k++] = "OMPI_MCA_btl_vader_single_copy_mechanism=none";
-        env[k] = NULL;
-        char *args[] = {"timeout", "120", "mpirun", "-np", "2", "--oversubscribe", g_exe, NULL};
-        execvpe(args[0], args, env);
-        _exit(127);
-    }
-    close(fd[1]);
-    size_t len = 0;
-    ssize_t got;
-    while ((got = read(fd[0], out + len, sizeof out - 1 - len)) > 0) len += (size_t)got;
-    out[len] = 0;
-    close(fd[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !strstr(out, "rank 0: ok world 2") || !strstr(out, "rank 1: ok world 2"))
+    char out[1 << 14], wenv[400], oenv[200], xenv[1200];
+    snprintf(wenv, sizeof wenv, WORKER_ENV "=%s", g_dir);
+    snprintf(oenv, sizeof oenv, WORKER_OUT_ENV "=%s", out_name);
+    snprintf(xenv, sizeof xenv, WORKER_OPTS_ENV "=%s", opts);
+    const char *env[] = {wenv, oenv, xenv, NULL};
+    char *argv[] = {g_exe, NULL};
+    int status = spawn_capture(argv, 2, 120, env, out, sizeof out).status;
+    if (status != 0 || !strstr(out, "rank 0: ok world 2") || !strstr(out, "rank 1: ok world 2"))
         fail_msg("mpirun -np 2 failed (status %d):\n%s", status, out);
 }
 
 static void test_two_ranks_match_one(void **st) {
     (void)st;
-    if (!find_in_path("mpirun")) {
+    if (!spawn_in_path("mpirun")) {
         print_message("    mpirun not found: skipping the 2-rank test\n");
         skip();
     }
@@ -536,7 +481,7 @@ static void test_two_ranks_match_one(void **st) {
  * statistics instead: step-1 loss 2.7e-2 apart.) */
 static void test_sync_bn_two_ranks_match_one(void **st) {
     (void)st;
-    if (!find_in_path("mpirun")) {
+    if (!spawn_in_path("mpirun")) {
         print_message("    mpirun not found: skipping the 2-rank test\n");
         skip();
     }

@@ -8,6 +8,7 @@
  * memory only (pml ob1, btl self,vader), so nothing touches the network; without mpirun on the
  * machine those tests are skipped. */
 #include "tests/common/testutil.h"
+#include "tests/common/spawn.h"
 #include <math.h>
 #include <mpi.h>
 #include <stdlib.h>
@@ -16,7 +17,6 @@
 #include <time.h>
 #include <unistd.h>
 
-extern char **environ;
 
 #define SCENARIO_ENV "VERSA_DIST_SCENARIO"
 
@@ -344,101 +344,15 @@ typedef struct Run {
 
 static char g_exe[4096];
 
-static int find_in_path(const char *prog) {
-    const char *path = getenv("PATH");
-    if (!path) return 0;
-    char dir[4096];
-    while (*path) {
-        size_t len = strcspn(path, ":");
-        if (len > 0 && len + strlen(prog) + 2 < sizeof dir) {
-            snprintf(dir, sizeof dir, "%.*s/%s", (int)len, path, prog);
-            if (access(dir, X_OK) == 0) return 1;
-        }
-        path += len;
-        if (*path == ':') path++;
-    }
-    return 0;
-}
-
-static int has_prefix(const char *s, const char *p) { return strncmp(s, p, strlen(p)) == 0; }
-
 /* Runs this binary as a worker (under `mpirun -np 2` when mpi), with a clean MPI environment. */
 static void run_self(Run *r, const char *scenario, int mpi, const char *extra_env) {
-    char *args[24];
-    int na = 0;
-    args[na++] = "timeout";
-    args[na++] = "60";
-    if (mpi) {
-        const char *mpirun_args[] = {"mpirun", "-np", "2", "--oversubscribe", "--mca", "btl", "self,vader",
-                                     "--mca", "pml", "ob1", NULL};
-        for (int k = 0; mpirun_args[k]; k++) args[na++] = (char *)mpirun_args[k];
-    }
-    args[na++] = g_exe;
-    args[na] = NULL;
-
-    /* inherited MPI variables are dropped so a worker run without mpirun is really without it */
-    size_t ne = 0;
-    while (environ[ne]) ne++;
-    char **env = calloc(ne + 16, sizeof(char *));
-    size_t k = 0;
-    const char *asan = getenv("ASAN_OPTIONS");
-    for (size_t i = 0; i < ne; i++) {
-        const char *e = environ[i];
-        if (has_prefix(e, "OMPI_") || has_prefix(e, "PMIX_") || has_prefix(e, "PMI_") || has_prefix(e, "VERSA_MPI=") ||
-            has_prefix(e, SCENARIO_ENV "=") || has_prefix(e, "OMP_NUM_THREADS=") || has_prefix(e, "ASAN_OPTIONS="))
-            continue;
-        env[k++] = environ[i];
-    }
-    char scen[128], asan_opt[1024];
+    char scen[128];
     snprintf(scen, sizeof scen, SCENARIO_ENV "=%s", scenario);
-    /* MPI's allocations live until exit; LeakSanitizer (make asan) must not fail the job for them */
-    snprintf(asan_opt, sizeof asan_opt, "ASAN_OPTIONS=%s%sdetect_leaks=0", asan ? asan : "", asan && *asan ? ":" : "");
-    env[k++] = scen;
-    env[k++] = asan_opt;
-    env[k++] = "OMP_NUM_THREADS=1";   /* 2 ranks on 2 cores */
-    env[k++] = "OMPI_ALLOW_RUN_AS_ROOT=1";
-    env[k++] = "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1";
-    env[k++] = "OMPI_MCA_btl=self,vader";
-    env[k++] = "OMPI_MCA_pml=ob1";
-    env[k++] = "OMPI_MCA_btl_vader_single_copy_mechanism=none";
-    if (extra_env) env[k++] = (char *)extra_env;
-    env[k] = NULL;
-
-    int fd[2];
-    assert_int_equal(pipe(fd), 0);
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dup2(fd[1], 1);
-        dup2(fd[1], 2);
-        close(fd[0]);
-        close(fd[1]);
-        execvpe(args[0], args, env);
-        fprintf(stderr, "exec %s failed\n", args[0]);
-        _exit(127);
-    }
-    close(fd[1]);
-    size_t len = 0;
-    char sink[4096];
-    for (;;) {
-        char *dst = len + 1 < sizeof r->out ? r->out + len : sink;
-        size_t cap = len + 1 < sizeof r->out ? sizeof r->out - 1 - len : sizeof sink;
-        ssize_t got = read(fd[0], dst, cap);
-        if (got <= 0) break;
-        if (dst != sink) len += (size_t)got;
-    }
-    r->out[len] = '\0';
-    close(fd[0]);
-    int st = 0;
-    waitpid(pid, &st, 0);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    r->secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    free(env);
+    const char *env[] = {scen, extra_env, NULL};
+    char *argv[] = {g_exe, NULL};
+    SpawnResult sr = spawn_capture(argv, mpi ? 2 : 0, 60, env, r->out, sizeof r->out);
+    r->status = sr.status;
+    r->secs = sr.secs;
     print_message("    [%s%s] exit %d in %.2f s\n", mpi ? "mpirun -np 2: " : "", scenario, r->status, r->secs);
 }
 
@@ -459,7 +373,7 @@ static void expect_not_in(const Run *r, const char *needle) {
 }
 
 static void need_mpirun(void) {
-    if (!find_in_path("mpirun")) {
+    if (!spawn_in_path("mpirun")) {
         print_message("    mpirun not found in PATH (Debian: openmpi-bin): skipping the 2-rank test\n");
         skip();
     }

@@ -1,0 +1,32 @@
+# shellcheck shell=bash
+# bench/common.sh — sourced by the performance reports (bench/run*.sh): the environment every
+# engine-vs-PyTorch measurement shares.
+#   threads   VERSA_THREADS, else OMP_NUM_THREADS, else nproc — the same count for both sides
+#   rounds    BENCH_ROUNDS (default 2): each side keeps its best round
+#   OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep instead of spinning (other processes, the
+#             loader's workers and the other side share the cores)
+#   OPENBLAS_CORETYPE: a preset value (these machines force Haswell) is replaced by the best core
+#             for this CPU, for both sides (PyTorch's libblas is the same OpenMP OpenBLAS);
+#             `preset` keeps what was set, for the report
+#   python, have_torch, preload (tcmalloc for the PyTorch side when installed), out (a scratch
+#   folder removed on exit)
+threads=${VERSA_THREADS:-${OMP_NUM_THREADS:-$(nproc)}}
+rounds=${BENCH_ROUNDS:-2}
+export VERSA_THREADS=$threads OMP_NUM_THREADS=$threads
+export OMP_WAIT_POLICY=PASSIVE
+preset=${OPENBLAS_CORETYPE:-}
+if [ -n "$preset" ]; then
+  if grep -qw avx512f /proc/cpuinfo; then best=SkylakeX
+  elif grep -qw avx2 /proc/cpuinfo; then
+    if grep -q AuthenticAMD /proc/cpuinfo; then best=Zen; else best=Haswell; fi
+  else best=""; fi
+  if [ -n "$best" ]; then export OPENBLAS_CORETYPE=$best; else unset OPENBLAS_CORETYPE; fi
+fi
+python=/usr/bin/python3
+have_torch=0
+if [ -x "$python" ] && "$python" -c 'import torch' 2>/dev/null; then have_torch=1; fi
+tcmalloc=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+preload=""
+[ -f "$tcmalloc" ] && preload=$tcmalloc
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
