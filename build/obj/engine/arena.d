@@ -1,2 +1,0 @@
-build/obj/engine/arena.o: engine/arena.c engine/engine.h
-engine/engine.h:

@@ -1,2 +1,0 @@
-build/obj/engine/tensor.o: engine/tensor.c engine/engine.h
-engine/engine.h:
