@@ -21,7 +21,7 @@ WERROR   ?= -Werror
 # results are the same correctly rounded values; nothing reads errno after a math call)
 CFLAGS   := -std=c11 $(OPT) -march=$(MARCH) -fopenmp -fno-math-errno -g -Wall -Wextra $(WERROR) -MMD -MP $(SAN)
 LDFLAGS  := -fopenmp $(SAN) -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -L$(HDF5_DIR) -L$(MPI_DIR)/lib
-LDLIBS   := -lopenblas -lhdf5 -lmpi -lyaml -lopenjp2 -lz -lm -lpthread
+LDLIBS   := -lopenblas -lhdf5 -lmpi -lyaml -lopenjp2 -ljpeg -lz -lm -lpthread
 
 LIB_SRCS  := $(wildcard engine/*.c nn/*.c data/*.c ssl/*.c distill/*.c bench/*.c)
 CLI_SRCS  := $(wildcard cli/*.c)

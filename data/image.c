@@ -1,4 +1,4 @@
-/* image.c — gray images: load (stb_image, own PGM), save (own PNG writer with zlib, PGM),
+/* image.c — gray images: load (stb_image for PNG/BMP/TGA/PPM, libjpeg-turbo for JPEG in jpeg.c, own PGM), save (own PNG writer with zlib, PGM),
  * conversions, crop / flip / resize and box geometry.  Preprocessing lives in preprocess.c. */
 #include "data/image.h"
 #include "data/dicom.h"
@@ -166,42 +166,16 @@ static int load_pgm(const uint8_t *buf, size_t n, const char *name, Image *im, E
     return 0;
 }
 
-/* stb_image 2.27 writes past a Huffman table whose code counts add up to more than 256 (a known
- * bug, fixed upstream later), so every JPEG DHT segment — also those between progressive scans —
- * is validated before stb sees the file.  Bytes past the end read as 0, as in stb. */
-static int jpeg_tables_ok(const uint8_t *b, size_t n, size_t p) {   /* p: just after SOI */
-    while (p + 1 < n) {
-        if (b[p] != 0xFF) { p++; continue; }   /* entropy-coded data or garbage: find a marker */
-        uint8_t m = b[p + 1];
-        if (m == 0xFF) { p++; continue; }                                  /* fill byte */
-        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD8)) { p += 2; continue; }   /* stuffed 0, TEM, RST, SOI */
-        if (m == 0xD9) return 1;                                           /* EOI */
-        if (p + 4 > n) return 1;
-        size_t len = ((size_t)b[p + 2] << 8) | b[p + 3];
-        if (m == 0xC4) {
-            size_t q = p + 4, end = p + 2 + len;
-            while (q < end) {
-                size_t total = 0;
-                for (size_t i = 0; i < 16; i++) total += q + 1 + i < n ? b[q + 1 + i] : 0;
-                if (total > 256) return 0;
-                q += 17 + total;
-            }
-        }
-        p += 2 + (len >= 2 ? len : 2);
-    }
-    return 1;
-}
-
 int image_load_mem(const uint8_t *buf, size_t n, const char *name, Image *im, Err *e) {
     memset(im, 0, sizeof *im);
     if (n == 0) return err_set(e, "%s: empty file", name);
     if (n >= 2 && buf[0] == 'P' && (buf[1] == '2' || buf[1] == '5')) return load_pgm(buf, n, name, im, e);
     if (n > INT32_MAX) return err_set(e, "%s: file too large", name);
-    /* stb takes any run of 0xFF fill bytes before D8 as the start of a JPEG */
+    /* JPEG goes to libjpeg-turbo (data/jpeg.c: stb 2.27's decoder is not safe on corrupt files
+     * and is compiled out); a run of 0xFF fill bytes before D8 is how stb recognised a JPEG */
     size_t soi = 0;
     while (soi < n && buf[soi] == 0xFF) soi++;
-    if (soi >= 1 && soi < n && buf[soi] == 0xD8 && !jpeg_tables_ok(buf, n, soi + 1))
-        return err_set(e, "%s: corrupt or truncated image (bad JPEG Huffman table)", name);
+    if (soi >= 1 && soi < n && buf[soi] == 0xD8) return jpeg_load_mem(buf, n, name, IMAGE_MAX_DIM, IMAGE_MAX_PIXELS, im, e);
     /* stb's PPM header reader overflows an int on long numbers: check the header here first */
     if (n >= 2 && buf[0] == 'P' && buf[1] == '6') {
         size_t p = 2;

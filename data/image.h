@@ -60,6 +60,10 @@ void fimage_free(FImage *f);
 int image_load(const char *path, Image *im, Err *e);
 /* Same from memory (no DICOM detection); `name` is used in error messages. */
 int image_load_mem(const uint8_t *buf, size_t n, const char *name, Image *im, Err *e);
+/* The JPEG part of image_load_mem (data/jpeg.c, libjpeg-turbo): 8-bit gray (luma of colour
+ * files); corrupt data, truncation, CMYK, 12-bit, sides above max_dim or more than max_pixels
+ * pixels are errors naming the file. */
+int jpeg_load_mem(const uint8_t *buf, size_t n, const char *name, int max_dim, size_t max_pixels, Image *im, Err *e);
 
 /* Save as PNG: bits <= 8 -> 8-bit gray PNG; bits > 8 -> 16-bit gray PNG with the values stored
  * as they are (a 12-bit image keeps values <= 4095 and loads back with bits = 16).  The 16-bit

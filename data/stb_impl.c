@@ -12,6 +12,7 @@ static inline void *stb_memcpy0(void *d, const void *s, size_t n) { return n ? m
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STBI_NO_HDR
+#define STBI_NO_JPEG   /* JPEG is decoded by libjpeg-turbo (data/jpeg.c) */
 #define STBI_NO_LINEAR
 #define STBI_MAX_DIMENSIONS 65535
 #if defined(__GNUC__)

@@ -156,7 +156,7 @@ seeds() {
   cc -std=c11 -O1 -D_GNU_SOURCE -I. -I/usr/include/hdf5/serial -I/usr/lib/x86_64-linux-gnu/openmpi/include \
     tests/fuzz/make_seeds.c "$build/libversa.a" -fopenmp -L/usr/lib/x86_64-linux-gnu/openblas-openmp \
     -L/usr/lib/x86_64-linux-gnu/hdf5/serial -L/usr/lib/x86_64-linux-gnu/openmpi/lib \
-    -lopenblas -lhdf5 -lmpi -lyaml -lopenjp2 -lz -lm -lpthread -o "$build/make_seeds" || exit 1
+    -lopenblas -lhdf5 -lmpi -lyaml -lopenjp2 -ljpeg -lz -lm -lpthread -o "$build/make_seeds" || exit 1
   rm -rf "$c" && mkdir -p "$c"
   for t in dicom image csv vindr cbis cmmd rsna embed mias manifest inbreast xlsx config; do mkdir -p "$c/$t"; done
   cp $fx/*.dcm "$c/dicom/"

@@ -6,7 +6,7 @@ set -euo pipefail
 BUILD_PKGS=(
   build-essential pkg-config
   libopenblas-openmp-dev   # the OpenMP build: BLAS shares our OpenMP thread pool
-  libstb-dev libhdf5-dev zlib1g-dev libopenjp2-7-dev
+  libstb-dev libhdf5-dev zlib1g-dev libopenjp2-7-dev libjpeg62-turbo-dev
   libopenmpi-dev openmpi-bin
   libyaml-dev              # config files
   libcmocka-dev            # test framework
