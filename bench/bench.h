@@ -528,6 +528,19 @@ int bench_proto_detection(Ctx *c, const BenchModel *m, const BenchTask *t, const
                           Err *e);
 int bench_proto_vqa(Ctx *c, const BenchModel *m, const BenchTask *t, const BenchDenseArgs *a, BenchResult *r, Err *e);
 
+/* One MammoVQA record ({"id": {"Path": ..., "Question topic": ..., "Question": ..., "Answer":
+ * "text" | ["text", ...], other keys skipped}, ...}); strings truncated to their fields. */
+typedef struct VqaRec {
+    char path[256];
+    char topic[64];
+    char question[256];
+    char answers[BENCH_MAX_CLASSES][BENCH_NAME_LEN];
+    int n_answers;
+} VqaRec;
+/* The MammoVQA JSON in buf[0..len) -> *out (n_out records, free()); errors name `name` and the
+ * byte offset.  Nesting is limited (64); \uXXXX outside ASCII becomes '?'. */
+int bench_vqa_parse(const char *buf, size_t len, const char *name, VqaRec **out, size_t *n_out, Err *e);
+
 /* Detection metrics on n images (bench/protocol_det.c).  dets: per image, boxes (k, 4) and
  * scores (k) (any order); gt: per image (g, 4).  w: image multiplicities (NULL = 1 each).
  * out[0] mean best IoU (paper), out[1] AP@0.5, out[2..4] FROC sensitivity at 0.5, 1, 2 FP/image. */

@@ -16,13 +16,6 @@
 /* ------------------------------------------------------------------------------------------ */
 /* a small JSON reader for MammoVQA's {"id": {"Key": "text" | ["text", ...], ...}, ...} */
 
-typedef struct VqaRec {
-    char path[256];
-    char topic[64];
-    char question[256];
-    char answers[BENCH_MAX_CLASSES][BENCH_NAME_LEN];
-    int n_answers;
-} VqaRec;
 
 typedef struct Json {
     const char *s, *start, *end, *file;
@@ -162,24 +155,10 @@ static int jrecord(Json *j, VqaRec *r) {
     }
 }
 
-static int read_json(const char *path, VqaRec **out, size_t *n_out, Err *e) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_set(e, "%s: cannot open", path);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (len > (1L << 30)) {   /* MammoVQA's largest split is ~30 MB */
-        fclose(f);
-        return err_set(e, "%s: %ld bytes, larger than the 1 GiB a question file may have", path, len);
-    }
-    char *buf = xmalloc((size_t)(len > 0 ? len : 0) + 1);
-    size_t got = len > 0 ? fread(buf, 1, (size_t)len, f) : 0;
-    fclose(f);
-    if (len < 0 || got != (size_t)len) {
-        free(buf);
-        return err_set(e, "%s: read error", path);
-    }
-    Json j = {.s = buf, .start = buf, .end = buf + got, .file = path, .e = e};
+int bench_vqa_parse(const char *buf, size_t len, const char *name, VqaRec **out, size_t *n_out, Err *e) {
+    *out = NULL;
+    *n_out = 0;
+    Json j = {.s = buf, .start = buf, .end = buf + len, .file = name, .e = e};
     VqaRec *recs = NULL;
     size_t n = 0, cap = 0;
     int rc = 0;
@@ -218,7 +197,6 @@ static int read_json(const char *path, VqaRec **out, size_t *n_out, Err *e) {
             if (j.s < j.end && *j.s == '}') break;
             rc = jfail(&j, "expected ',' or '}' between records");
         }
-    free(buf);
     if (rc) {
         free(recs);
         return 1;
@@ -226,6 +204,28 @@ static int read_json(const char *path, VqaRec **out, size_t *n_out, Err *e) {
     *out = recs;
     *n_out = n;
     return 0;
+}
+
+static int read_json(const char *path, VqaRec **out, size_t *n_out, Err *e) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_set(e, "%s: cannot open", path);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    if (len > (1L << 30)) {   /* MammoVQA's largest split is ~30 MB */
+        fclose(f);
+        return err_set(e, "%s: %ld bytes, larger than the 1 GiB a question file may have", path, len);
+    }
+    char *buf = xmalloc((size_t)(len > 0 ? len : 0) + 1);
+    size_t got = len > 0 ? fread(buf, 1, (size_t)len, f) : 0;
+    fclose(f);
+    if (len < 0 || got != (size_t)len) {
+        free(buf);
+        return err_set(e, "%s: read error", path);
+    }
+    int rc = bench_vqa_parse(buf, got, path, out, n_out, e);
+    free(buf);
+    return rc;
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -23,6 +23,7 @@
 #include "tests/fuzz/fuzz_prepared.c"
 #include "tests/fuzz/fuzz_rsna.c"
 #include "tests/fuzz/fuzz_vindr.c"
+#include "tests/fuzz/fuzz_vqa.c"
 #include "tests/fuzz/fuzz_xlsx.c"
 
 typedef struct Target {
@@ -35,7 +36,7 @@ static const Target TARGETS[] = {
     {"csv", fuzz_csv},           {"dicom", fuzz_dicom},           {"embed", fuzz_embed}, {"image", fuzz_image},
     {"features", fuzz_features},
     {"inbreast", fuzz_inbreast}, {"manifest", fuzz_manifest},     {"mias", fuzz_mias},   {"prepared", fuzz_prepared},
-    {"rsna", fuzz_rsna},         {"vindr", fuzz_vindr},           {"xlsx", fuzz_xlsx},
+    {"rsna", fuzz_rsna},         {"vindr", fuzz_vindr},           {"vqa", fuzz_vqa},     {"xlsx", fuzz_xlsx},
 };
 #define N_TARGETS (sizeof TARGETS / sizeof TARGETS[0])
 
