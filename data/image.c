@@ -166,6 +166,56 @@ static int load_pgm(const uint8_t *buf, size_t n, const char *name, Image *im, E
     return 0;
 }
 
+/* stb 2.27 computes idata + 0 on a NULL buffer when a PNG's first IDAT chunk is empty (undefined
+ * behaviour that UBSan reports; found by fuzz_image).  An empty IDAT adds nothing to the zlib
+ * stream, so such chunks before the first non-empty one are dropped from a copy.  Returns the
+ * copy (caller frees) or NULL when the file needs no change or its chunks cannot be walked (stb
+ * then reports the corruption itself). */
+static uint8_t *png_drop_leading_empty_idat(const uint8_t *buf, size_t n, size_t *n_out) {
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    if (n < 8 || memcmp(buf, sig, 8)) return NULL;
+    size_t p = 8, drop = 0;
+    while (p + 12 <= n) {
+        size_t len = ((size_t)buf[p] << 24) | ((size_t)buf[p + 1] << 16) | ((size_t)buf[p + 2] << 8) | buf[p + 3];
+        if (!memcmp(buf + p + 4, "IDAT", 4)) {
+            if (len > 0) break;
+            drop++;
+        }
+        if (len > n - p - 12) break;
+        p += 12 + len;
+    }
+    if (!drop) return NULL;
+    uint8_t *out = malloc(n);
+    if (!out) return NULL;
+    memcpy(out, buf, 8);
+    size_t q = 8;
+    p = 8;
+    while (p + 12 <= n) {
+        size_t len = ((size_t)buf[p] << 24) | ((size_t)buf[p + 1] << 16) | ((size_t)buf[p + 2] << 8) | buf[p + 3];
+        if (len > n - p - 12) break;
+        int empty_idat = len == 0 && !memcmp(buf + p + 4, "IDAT", 4);
+        if (!memcmp(buf + p + 4, "IDAT", 4) && len > 0) break;   /* the rest is copied as it is */
+        if (!empty_idat) {
+            memcpy(out + q, buf + p, 12 + len);
+            q += 12 + len;
+        }
+        p += 12 + len;
+    }
+    memcpy(out + q, buf + p, n - p);
+    *n_out = q + (n - p);
+    return out;
+}
+
+/* stb's failure reason, printable: "PNG chunk not known" messages carry the file's chunk type bytes */
+static const char *stb_reason(char *out, size_t n) {
+    const char *why = stbi_failure_reason();
+    if (!why) why = "?";
+    size_t k = 0;
+    for (; why[k] && k + 1 < n; k++) out[k] = why[k] >= 0x20 && why[k] < 0x7F ? why[k] : '?';
+    out[k] = 0;
+    return out;
+}
+
 int image_load_mem(const uint8_t *buf, size_t n, const char *name, Image *im, Err *e) {
     memset(im, 0, sizeof *im);
     if (n == 0) return err_set(e, "%s: empty file", name);
@@ -184,13 +234,20 @@ int image_load_mem(const uint8_t *buf, size_t n, const char *name, Image *im, Er
             maxval > 65535)
             return err_set(e, "%s: corrupt PPM header", name);
     }
+    size_t n_fixed = 0;
+    uint8_t *fixed = png_drop_leading_empty_idat(buf, n, &n_fixed);
+    if (fixed) {   /* the copy has no leading empty IDAT: this recursion ends */
+        int rc = image_load_mem(fixed, n_fixed, name, im, e);
+        free(fixed);
+        return rc;
+    }
 
     int w, h, ch;
     if (!stbi_info_from_memory(buf, (int)n, &w, &h, &ch)) {
-        const char *why = stbi_failure_reason();
-        if (why && strcmp(why, "unknown image type") == 0)
-            return err_set(e, "%s: unsupported or unrecognised image format", name);
-        return err_set(e, "%s: corrupt or truncated image header (%s)", name, why ? why : "?");
+        char why[64];
+        stb_reason(why, sizeof why);
+        if (strcmp(why, "unknown image type") == 0) return err_set(e, "%s: unsupported or unrecognised image format", name);
+        return err_set(e, "%s: corrupt or truncated image header (%s)", name, why);
     }
     if (w < 1 || h < 1 || w > IMAGE_MAX_DIM || h > IMAGE_MAX_DIM || (size_t)w * (size_t)h > IMAGE_MAX_PIXELS)
         return err_set(e, "%s: absurd image size %dx%d", name, w, h);
@@ -202,8 +259,8 @@ int image_load_mem(const uint8_t *buf, size_t n, const char *name, Image *im, Er
     void *data = is16 ? (void *)stbi_load_16_from_memory(buf, (int)n, &w, &h, &ch, 0)
                       : (void *)stbi_load_from_memory(buf, (int)n, &w, &h, &ch, 0);
     if (!data) {
-        const char *why = stbi_failure_reason();
-        return err_set(e, "%s: corrupt or truncated image (%s)", name, why ? why : "?");
+        char why[64];
+        return err_set(e, "%s: corrupt or truncated image (%s)", name, stb_reason(why, sizeof why));
     }
     if (image_alloc(im, w, h, is16 ? 16 : 8, e)) { stbi_image_free(data); return 1; }
     size_t npx = (size_t)w * (size_t)h;

@@ -165,6 +165,31 @@ static void test_load_errors(void **s) {
     assert_int_not_equal(image_load_mem(jpg, jn, "dht.jpg", &im, &e), 0);
     if (strncmp(e.msg, "dht.jpg: corrupt or truncated image (JPEG: ", 43)) fail_msg("%s", e.msg);
     print_message("  %s\n", e.msg);
+    /* an empty IDAT before the data (legal PNG; stb 2.27 computed NULL + 0 on it, UB found by
+     * fuzz_image) loads exactly like the file without it */
+    {
+        FILE *gf = fopen(FIX "gray8.png", "rb");
+        assert_non_null(gf);
+        uint8_t orig[4096], with[4096 + 12];
+        size_t on = fread(orig, 1, sizeof orig, gf);
+        fclose(gf);
+        size_t at = 8;
+        while (at + 8 < on && memcmp(orig + at + 4, "IDAT", 4))
+            at += 12 + (((size_t)orig[at] << 24) | ((size_t)orig[at + 1] << 16) | ((size_t)orig[at + 2] << 8) | orig[at + 3]);
+        assert_true(at + 8 < on);
+        static const uint8_t empty_idat[12] = {0, 0, 0, 0, 'I', 'D', 'A', 'T', 0x35, 0xAF, 0x06, 0x1E};
+        memcpy(with, orig, at);
+        memcpy(with + at, empty_idat, 12);
+        memcpy(with + at + 12, orig + at, on - at);
+        Image a, b;
+        Err ea = {{0}}, eb = {{0}};
+        if (image_load_mem(orig, on, "orig.png", &a, &ea)) fail_msg("%s", ea.msg);
+        if (image_load_mem(with, on + 12, "with.png", &b, &eb)) fail_msg("%s", eb.msg);
+        assert_true(a.w == b.w && a.h == b.h && a.bits == b.bits);
+        assert_memory_equal(a.px, b.px, (size_t)a.w * a.h * sizeof(uint16_t));
+        image_free(&a);
+        image_free(&b);
+    }
     /* a PNG header claiming 65535 x 65535 pixels in a few bytes is refused before decoding */
     FILE *pf = fopen(FIX "gray8.png", "rb");
     uint8_t png[256];

@@ -290,7 +290,9 @@ static void test_image_stb_guards(void **st) {
     } cases[] = {{"ppm_header_int_overflow", "corrupt PPM header"},
                  /* both JPEG bugs were stb 2.27's; JPEG now goes to libjpeg-turbo (data/jpeg.c) */
                  {"jpeg_fill_byte_soi_huffman", "corrupt or truncated image (JPEG: "},
-                 {"jpeg_bit_buffer_shift_33", "corrupt or truncated image (JPEG: "}};
+                 {"jpeg_bit_buffer_shift_33", "corrupt or truncated image (JPEG: "},
+                 /* its empty first IDAT is dropped before stb; the mutated chunk after it is refused */
+                 {"png_empty_first_idat_null_offset", "PNG chunk not known)"}};
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         char in[256];
         regression_path(in, sizeof in, "image", cases[k].name);
