@@ -166,44 +166,48 @@ static int load_pgm(const uint8_t *buf, size_t n, const char *name, Image *im, E
     return 0;
 }
 
-/* stb 2.27 computes idata + 0 on a NULL buffer when a PNG's first IDAT chunk is empty (undefined
- * behaviour that UBSan reports; found by fuzz_image).  An empty IDAT adds nothing to the zlib
- * stream, so such chunks before the first non-empty one are dropped from a copy.  Returns the
- * copy (caller frees) or NULL when the file needs no change or its chunks cannot be walked (stb
- * then reports the corruption itself). */
-static uint8_t *png_drop_leading_empty_idat(const uint8_t *buf, size_t n, size_t *n_out) {
+/* Two stb 2.27 PNG flaws, both found by fuzz_image, handled on the chunk list before stb parses:
+ *   - a chunk length larger than what is left of the file: stb grows its IDAT buffer to the
+ *     declared size first (2 GiB from a 206-byte file) and notices the missing bytes after;
+ *   - an empty IDAT before the first non-empty one: stb computes idata + 0 on a NULL buffer
+ *     (undefined behaviour).  Empty IDATs add nothing to the zlib stream, so they are dropped
+ *     from a copy.
+ * Returns -1 (corrupt: a chunk overruns the file), 0 (nothing to change) or 1 (*out: a copy the
+ * caller frees, *n_out bytes). */
+static int png_sanitize(const uint8_t *buf, size_t n, uint8_t **out, size_t *n_out) {
     static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-    if (n < 8 || memcmp(buf, sig, 8)) return NULL;
+    *out = NULL;
+    if (n < 8 || memcmp(buf, sig, 8)) return 0;
     size_t p = 8, drop = 0;
-    while (p + 12 <= n) {
+    int data_seen = 0;
+    while (p + 8 <= n) {
         size_t len = ((size_t)buf[p] << 24) | ((size_t)buf[p + 1] << 16) | ((size_t)buf[p + 2] << 8) | buf[p + 3];
-        if (!memcmp(buf + p + 4, "IDAT", 4)) {
-            if (len > 0) break;
-            drop++;
-        }
-        if (len > n - p - 12) break;
+        if (len > n - p - 8) return -1;   /* data beyond the end (a missing CRC is stb's to judge) */
+        int idat = !memcmp(buf + p + 4, "IDAT", 4);
+        if (idat && len == 0 && !data_seen) drop++;
+        if (idat && len > 0) data_seen = 1;
+        if (!memcmp(buf + p + 4, "IEND", 4)) break;
         p += 12 + len;
     }
-    if (!drop) return NULL;
-    uint8_t *out = malloc(n);
-    if (!out) return NULL;
-    memcpy(out, buf, 8);
+    if (!drop) return 0;
+    uint8_t *o = malloc(n);
+    if (!o) return 0;
+    memcpy(o, buf, 8);
     size_t q = 8;
     p = 8;
     while (p + 12 <= n) {
         size_t len = ((size_t)buf[p] << 24) | ((size_t)buf[p + 1] << 16) | ((size_t)buf[p + 2] << 8) | buf[p + 3];
-        if (len > n - p - 12) break;
-        int empty_idat = len == 0 && !memcmp(buf + p + 4, "IDAT", 4);
-        if (!memcmp(buf + p + 4, "IDAT", 4) && len > 0) break;   /* the rest is copied as it is */
-        if (!empty_idat) {
-            memcpy(out + q, buf + p, 12 + len);
+        if (len > n - p - 12 || (len > 0 && !memcmp(buf + p + 4, "IDAT", 4))) break;   /* the rest as it is */
+        if (len > 0 || memcmp(buf + p + 4, "IDAT", 4)) {
+            memcpy(o + q, buf + p, 12 + len);
             q += 12 + len;
         }
         p += 12 + len;
     }
-    memcpy(out + q, buf + p, n - p);
+    memcpy(o + q, buf + p, n - p);
+    *out = o;
     *n_out = q + (n - p);
-    return out;
+    return 1;
 }
 
 /* stb's failure reason, printable: "PNG chunk not known" messages carry the file's chunk type bytes */
@@ -235,8 +239,10 @@ int image_load_mem(const uint8_t *buf, size_t n, const char *name, Image *im, Er
             return err_set(e, "%s: corrupt PPM header", name);
     }
     size_t n_fixed = 0;
-    uint8_t *fixed = png_drop_leading_empty_idat(buf, n, &n_fixed);
-    if (fixed) {   /* the copy has no leading empty IDAT: this recursion ends */
+    uint8_t *fixed = NULL;
+    int png = png_sanitize(buf, n, &fixed, &n_fixed);
+    if (png < 0) return err_set(e, "%s: corrupt or truncated image (a PNG chunk runs past the end of the file)", name);
+    if (png > 0) {   /* the copy has no leading empty IDAT: this recursion ends */
         int rc = image_load_mem(fixed, n_fixed, name, im, e);
         free(fixed);
         return rc;
