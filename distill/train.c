@@ -421,8 +421,9 @@ int teacher_features_load(const char *path, int which, size_t n_expected, Teache
     /* row r of the file is prepared sample `sample[r]`: store features by sample index */
     for (size_t r = 0; r < tf->n; r++) {
         float s = sample[r];
-        size_t i = (size_t)s;
-        if (!(s >= 0) || (float)i != s || i >= tf->n || seen[i]) {
+        /* range first: converting a negative, NaN or huge float to size_t is undefined (fuzz_features) */
+        size_t i = s >= 0.0f && s < (float)tf->n ? (size_t)s : tf->n;
+        if (i >= tf->n || (float)i != s || seen[i]) {
             free(seen);
             err_set(e, "%s: '/sample' row %zu: %g is not a new sample index below %zu", path, r, (double)s, tf->n);
             goto out;

@@ -347,9 +347,29 @@ static void test_features_dims_overflow(void **st) {
     unlink(path);
 }
 
+/* teacher_features_load (found by fuzz_features): a '/sample' value of -1 was converted to size_t
+ * before the range check (undefined behaviour); it must be refused with the row named */
+static void test_features_sample_index_negative(void **st) {
+    (void)st;
+    char in[256], path[1024];
+    regression_path(in, sizeof in, "features", "sample_index_negative_float");
+    size_t n;
+    uint8_t *buf = read_all(in, &n);
+    fuzz_join(path, sizeof path, fuzz_tmpdir(), "features_sample.h5");
+    assert_int_equal(h5f_build(buf, n, path), 1);
+    TeacherFeatures tf;
+    Err e = {{0}};
+    assert_int_equal(teacher_features_load(path, TFEAT_CLS, 4, &tf, &e), 1);
+    print_message("%s\n", e.msg);
+    assert_non_null(strstr(e.msg, "'/sample' row 1: -1 is not a new sample index below 4"));
+    free(buf);
+    unlink(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_replay_regressions),
+        cmocka_unit_test(test_features_sample_index_negative),
         cmocka_unit_test(test_replay_corpus),
         cmocka_unit_test(test_prepared_array_attributes),
         cmocka_unit_test(test_prepared_unbacked_sizes),
