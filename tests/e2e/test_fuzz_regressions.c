@@ -326,14 +326,21 @@ static void test_config_patch_size_zero(void **st) {
 
 /* teacher_features_load (found by the limits audit): a 2^31 x 2^31 never-written dataset made
  * (n * d + 1) * 4 wrap to 4 bytes, and H5Dread then filled 2^62 floats into them */
-static void test_features_dims_overflow(void **st) {
-    (void)st;
-    char in[256], path[1024];
-    regression_path(in, sizeof in, "features", "dims_overflow_unbacked");
+/* the features file a regression input describes, built into `path` */
+static void features_regression_file(const char *name, char *path, size_t n_path) {
+    char in[256];
+    regression_path(in, sizeof in, "features", name);
     size_t n;
     uint8_t *buf = read_all(in, &n);
-    fuzz_join(path, sizeof path, fuzz_tmpdir(), "features_regression.h5");
+    fuzz_join(path, n_path, fuzz_tmpdir(), "features_regression.h5");
     assert_int_equal(h5f_build(buf, n, path), 1);
+    free(buf);
+}
+
+static void test_features_dims_overflow(void **st) {
+    (void)st;
+    char path[1024];
+    features_regression_file("dims_overflow_unbacked", path, sizeof path);
     TeacherFeatures tf;
     Err e = {{0}};
     assert_int_equal(teacher_features_load(path, TFEAT_CLS, 4, &tf, &e), 1);
@@ -343,7 +350,6 @@ static void test_features_dims_overflow(void **st) {
     assert_int_equal(teacher_features_load(path, TFEAT_GAP, 4, &tf, &e), 1);
     print_message("%s\n", e.msg);
     assert_non_null(strstr(e.msg, "'/gap' has 1073741824 values per row (at most 65536)"));
-    free(buf);
     unlink(path);
 }
 
@@ -351,18 +357,13 @@ static void test_features_dims_overflow(void **st) {
  * before the range check (undefined behaviour); it must be refused with the row named */
 static void test_features_sample_index_negative(void **st) {
     (void)st;
-    char in[256], path[1024];
-    regression_path(in, sizeof in, "features", "sample_index_negative_float");
-    size_t n;
-    uint8_t *buf = read_all(in, &n);
-    fuzz_join(path, sizeof path, fuzz_tmpdir(), "features_sample.h5");
-    assert_int_equal(h5f_build(buf, n, path), 1);
+    char path[1024];
+    features_regression_file("sample_index_negative_float", path, sizeof path);
     TeacherFeatures tf;
     Err e = {{0}};
     assert_int_equal(teacher_features_load(path, TFEAT_CLS, 4, &tf, &e), 1);
     print_message("%s\n", e.msg);
     assert_non_null(strstr(e.msg, "'/sample' row 1: -1 is not a new sample index below 4"));
-    free(buf);
     unlink(path);
 }
 
