@@ -178,33 +178,34 @@ static int png_sanitize(const uint8_t *buf, size_t n, uint8_t **out, size_t *n_o
     static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
     *out = NULL;
     if (n < 8 || memcmp(buf, sig, 8)) return 0;
-    size_t p = 8, drop = 0;
+    /* one walk for both jobs; a chunk is 12 + len bytes, its CRC may be cut off at the very end */
+    uint8_t *o = NULL;
+    size_t p = 8, q = 8;
     int data_seen = 0;
     while (p + 8 <= n) {
         size_t len = ((size_t)buf[p] << 24) | ((size_t)buf[p + 1] << 16) | ((size_t)buf[p + 2] << 8) | buf[p + 3];
-        if (len > n - p - 8) return -1;   /* data beyond the end (a missing CRC is stb's to judge) */
-        int idat = !memcmp(buf + p + 4, "IDAT", 4);
-        if (idat && len == 0 && !data_seen) drop++;
-        if (idat && len > 0) data_seen = 1;
-        if (!memcmp(buf + p + 4, "IEND", 4)) break;
-        p += 12 + len;
-    }
-    if (!drop) return 0;
-    uint8_t *o = malloc(n);
-    if (!o) return 0;
-    memcpy(o, buf, 8);
-    size_t q = 8;
-    p = 8;
-    while (p + 12 <= n) {
-        size_t len = ((size_t)buf[p] << 24) | ((size_t)buf[p + 1] << 16) | ((size_t)buf[p + 2] << 8) | buf[p + 3];
-        if (len > n - p - 12 || (len > 0 && !memcmp(buf + p + 4, "IDAT", 4))) break;   /* the rest as it is */
-        if (len > 0 || memcmp(buf + p + 4, "IDAT", 4)) {
-            memcpy(o + q, buf + p, 12 + len);
-            q += 12 + len;
+        if (len > n - p - 8) {   /* data beyond the end (a missing CRC is stb's to judge) */
+            free(o);
+            return -1;
         }
-        p += 12 + len;
+        size_t size = len + 12 <= n - p ? len + 12 : n - p;
+        int idat = !memcmp(buf + p + 4, "IDAT", 4);
+        if (idat && len > 0) data_seen = 1;
+        if (idat && len == 0 && !data_seen) {   /* dropped: the copy starts here */
+            if (!o) {
+                if (!(o = malloc(n))) return 0;
+                memcpy(o, buf, p);
+                q = p;
+            }
+        } else if (o) {
+            memcpy(o + q, buf + p, size);
+            q += size;
+        }
+        p += size;
+        if (!memcmp(buf + p - size + 4, "IEND", 4)) break;
     }
-    memcpy(o + q, buf + p, n - p);
+    if (!o) return 0;
+    memcpy(o + q, buf + p, n - p);   /* whatever follows IEND, or a cut-off chunk header */
     *out = o;
     *n_out = q + (n - p);
     return 1;
@@ -219,6 +220,8 @@ static const char *stb_reason(char *out, size_t n) {
     out[k] = 0;
     return out;
 }
+
+static int stb_load(const uint8_t *buf, size_t n, const char *name, Image *im, Err *e);
 
 int image_load_mem(const uint8_t *buf, size_t n, const char *name, Image *im, Err *e) {
     memset(im, 0, sizeof *im);
@@ -242,12 +245,16 @@ int image_load_mem(const uint8_t *buf, size_t n, const char *name, Image *im, Er
     uint8_t *fixed = NULL;
     int png = png_sanitize(buf, n, &fixed, &n_fixed);
     if (png < 0) return err_set(e, "%s: corrupt or truncated image (a PNG chunk runs past the end of the file)", name);
-    if (png > 0) {   /* the copy has no leading empty IDAT: this recursion ends */
-        int rc = image_load_mem(fixed, n_fixed, name, im, e);
+    if (png > 0) {
+        int rc = stb_load(fixed, n_fixed, name, im, e);
         free(fixed);
         return rc;
     }
+    return stb_load(buf, n, name, im, e);
+}
 
+/* PNG / BMP / TGA / PPM through stb, after the checks above */
+static int stb_load(const uint8_t *buf, size_t n, const char *name, Image *im, Err *e) {
     int w, h, ch;
     if (!stbi_info_from_memory(buf, (int)n, &w, &h, &ch)) {
         char why[64];
