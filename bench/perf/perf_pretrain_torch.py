@@ -68,6 +68,18 @@ def koleo(x, eps=1e-8):
     return -torch.log(d + eps).mean()
 
 
+def dino_cross_entropy(lsm, tch):
+    """DINO loss: mean over (teacher global crop g, student crop v != g) of the cross-entropy
+    between teacher targets tch[g] and student log-probabilities lsm[v] (lists of chunks)"""
+    dino, n_terms = 0.0, 0
+    for v in range(len(lsm)):
+        for g in range(len(tch)):
+            if v != g:
+                dino = dino + (-(tch[g] * lsm[v]).sum(-1)).mean()
+                n_terms += 1
+    return dino / n_terms
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
@@ -129,15 +141,7 @@ def main():
             l_cls, _, _ = student.backbone(loc)
             cls_all = torch.cat([s_cls, l_cls])
         s_logits, _ = student.dino_head(cls_all)
-        lsm = F.log_softmax(s_logits / s_temp, dim=-1).chunk(2 + NL)
-        tch = t_dino.chunk(2)
-        dino, n_terms = 0.0, 0
-        for v in range(2 + NL):
-            for g in range(2):
-                if v != g:
-                    dino = dino + (-(tch[g] * lsm[v]).sum(-1)).mean()
-                    n_terms += 1
-        dino = dino / n_terms
+        dino = dino_cross_entropy(F.log_softmax(s_logits / s_temp, dim=-1).chunk(2 + NL), t_dino.chunk(2))
         ko = sum(koleo(c) for c in s_cls.chunk(2))
         s_il, _ = student.ibot_head(s_patch.reshape(-1, 192)[midx])
         ibot = ((-(t_ibot * F.log_softmax(s_il / s_temp, dim=-1)).sum(-1)) * w).sum() / (2 * B)

@@ -31,6 +31,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "bench", "perf"))
 import models as ref  # noqa: E402
 from perf_models_torch import init_vit  # noqa: E402
+from perf_pretrain_torch import dino_cross_entropy, koleo  # noqa: E402
 
 
 class SslModel(nn.Module):
@@ -50,15 +51,6 @@ class SslModel(nn.Module):
                     nn.init.trunc_normal_(m.weight, std=0.02)
                     nn.init.zeros_(m.bias)
             h.last_layer.weight_g.requires_grad = False
-
-
-def koleo(x, eps=1e-8):
-    x = F.normalize(x, eps=eps, p=2, dim=-1)
-    with torch.no_grad():
-        dots = x @ x.t()
-        dots.view(-1)[:: x.shape[0] + 1].fill_(-1)
-        idx = dots.max(dim=1)[1]
-    return -torch.log(F.pairwise_distance(x, x[idx], p=2, eps=eps) + eps).mean()
 
 
 def rrc(img, size, scale, g):
@@ -187,14 +179,7 @@ def main():
         cls_all = torch.cat([s_cls, student.backbone(loc)[0]]) if NL else s_cls
         s_logits, _ = student.dino_head(cls_all)
         lsm = F.log_softmax(s_logits / 0.1, dim=-1)
-        lch, tch = lsm.chunk(2 + NL), t_dino.chunk(2)
-        dino, nt = 0.0, 0
-        for v in range(2 + NL):
-            for gg in range(2):
-                if v != gg:
-                    dino = dino + (-(tch[gg] * lch[v]).sum(-1)).mean()
-                    nt += 1
-        dino = dino / nt
+        dino = dino_cross_entropy(lsm.chunk(2 + NL), t_dino.chunk(2))
         ko = sum(koleo(c) for c in s_cls.chunk(2))
         s_il, _ = student.ibot_head(s_patch.reshape(-1, 192)[midx])
         ibot = ((-(t_ibot * F.log_softmax(s_il / 0.1, dim=-1)).sum(-1)) * w).sum() / (2 * B)
