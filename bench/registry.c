@@ -125,35 +125,18 @@ static const char *TASK_FIELDS[] = {"title", "paper", "dataset", "category", "mu
                                     "classes", "source", "drop", "metric", "sizes", "clahe", "note", NULL};
 static const char *DATASET_FIELDS[] = {"file", "prepare", "note", NULL};
 
-/* Levenshtein distance (short strings), for "did you mean" */
-static size_t edit_distance(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 127 || lb > 127) return (size_t)-1;
-    size_t prev[128], row[128];
-    for (size_t j = 0; j <= lb; j++) prev[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        row[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t sub = prev[j - 1] + (a[i - 1] != b[j - 1]), del = prev[j] + 1, ins = row[j - 1] + 1;
-            row[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
-        }
-        memcpy(prev, row, (lb + 1) * sizeof(size_t));
-    }
-    return prev[lb];
-}
-
 /* the closest of names (NULL-terminated) or of the settings keys, NULL when nothing is close */
 static const char *closest(const char *s, const char *const *names) {
     const char *best = NULL;
     size_t best_d = strlen(s) / 3 + 2;
     if (names) {
         for (int i = 0; names[i]; i++) {
-            size_t d = edit_distance(s, names[i]);
+            size_t d = edit_distance_within(s, names[i], best_d - 1);
             if (d < best_d) best_d = d, best = names[i];
         }
     } else {
         for (size_t i = 0; i < BENCH_N_SETTINGS_KEYS; i++) {
-            size_t d = edit_distance(s, BENCH_SETTINGS_KEYS[i].key);
+            size_t d = edit_distance_within(s, BENCH_SETTINGS_KEYS[i].key, best_d - 1);
             if (d < best_d) best_d = d, best = BENCH_SETTINGS_KEYS[i].key;
         }
     }

@@ -19,7 +19,7 @@
 
 #define CFG_MAX_DEPTH 32         /* nesting; also bounds alias expansion */
 #define CFG_MAX_KEY 256
-#define CFG_MAX_ENTRIES 10000    /* real configs have hundreds; inserts are linear scans */
+#define CFG_MAX_ENTRIES 10000    /* real configs have hundreds */
 #define CFG_MAX_VISITS 1000000   /* YAML aliases can multiply nodes ("billion laughs") */
 
 static const char *type_name[] = {"string", "float", "int", "bool", "list"};
@@ -60,6 +60,7 @@ void cfg_free(Config *cfg) {
         free(cfg->e[i].key);
     }
     free(cfg->e);
+    free(cfg->slots);
     for (size_t i = 0; i < cfg->n_origins; i++) free(cfg->origins[i]);
     free(cfg->origins);
     memset(cfg, 0, sizeof(*cfg));
@@ -73,32 +74,82 @@ static int add_origin(Config *cfg, const char *origin) {
     return (int)cfg->n_origins++;
 }
 
+/* The index makes lookups and the key/map conflict check O(1): a config is declared, loaded
+ * and read once per run, but the benchmark registry and the fuzzer do it thousands of times. */
+static uint32_t text_hash(const char *s, size_t len) {
+    uint32_t h = 2166136261u;   /* FNV-1a */
+    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+/* the slot holding the first len bytes of key, or NULL */
+static const CfgSlot *slot_find(const Config *cfg, const char *key, size_t len) {
+    if (!cfg->n_slots) return NULL;
+    uint32_t h = text_hash(key, len);
+    for (size_t i = h & (cfg->n_slots - 1);; i = (i + 1) & (cfg->n_slots - 1)) {
+        const CfgSlot *s = &cfg->slots[i];
+        if (!s->entry) return NULL;
+        if (s->hash == h && s->len == len && !memcmp(cfg->e[s->entry - 1].key, key, len)) return s;
+    }
+}
+
+static void slot_put(Config *cfg, uint32_t hash, uint32_t len, uint32_t entry, uint32_t is_prefix) {
+    size_t i = hash & (cfg->n_slots - 1);
+    while (cfg->slots[i].entry) i = (i + 1) & (cfg->n_slots - 1);
+    cfg->slots[i] = (CfgSlot){hash, len, entry, is_prefix};
+    cfg->used_slots++;
+}
+
+/* index e[idx]: its key and each dotted prefix not indexed yet */
+static void index_entry(Config *cfg, size_t idx) {
+    const char *key = cfg->e[idx].key;
+    size_t len = strlen(key);
+    if (2 * (cfg->used_slots + len + 1) > cfg->n_slots) {
+        size_t old_n = cfg->n_slots;
+        CfgSlot *old = cfg->slots;
+        cfg->n_slots = old_n ? 2 * old_n : 256;
+        while (2 * (cfg->used_slots + len + 1) > cfg->n_slots) cfg->n_slots *= 2;
+        cfg->slots = xcalloc(cfg->n_slots, sizeof(CfgSlot));
+        cfg->used_slots = 0;
+        for (size_t i = 0; i < old_n; i++)
+            if (old[i].entry) slot_put(cfg, old[i].hash, old[i].len, old[i].entry, old[i].is_prefix);
+        free(old);
+    }
+    for (size_t l = 1; l < len; l++)
+        if (key[l] == '.' && !slot_find(cfg, key, l)) slot_put(cfg, text_hash(key, l), (uint32_t)l, (uint32_t)idx + 1, 1);
+    slot_put(cfg, text_hash(key, len), (uint32_t)len, (uint32_t)idx + 1, 0);
+}
+
 static CfgEntry *find(const Config *cfg, const char *key) {
-    for (size_t i = 0; i < cfg->n; i++)
-        if (!strcmp(cfg->e[i].key, key)) return &cfg->e[i];
-    return NULL;
+    const CfgSlot *s = slot_find(cfg, key, strlen(key));
+    return s && !s->is_prefix ? &cfg->e[s->entry - 1] : NULL;
 }
 
 static const char *origin_of(const Config *cfg, const CfgEntry *en) {
     return en->origin >= 0 && (size_t)en->origin < cfg->n_origins ? cfg->origins[en->origin] : cfg->name;
 }
 
-/* Levenshtein distance, for "did you mean" */
-static size_t edit_distance(const char *a, const char *b) {
+/* Levenshtein distance of a and b when it is at most max, else max + 1.  Bounded because an
+ * unknown key is compared with every known one: strings whose lengths differ by more than max
+ * are rejected at once and a row whose minimum exceeds max ends the scan. */
+size_t edit_distance_within(const char *a, const char *b, size_t max) {
+    enum { LONGEST = 255 };
     size_t la = strlen(a), lb = strlen(b);
-    if (la > CFG_MAX_KEY || lb > CFG_MAX_KEY) return (size_t)-1;
-    size_t row[CFG_MAX_KEY + 1], prev[CFG_MAX_KEY + 1];
+    if (la > LONGEST || lb > LONGEST || (la > lb ? la - lb : lb - la) > max) return max + 1;
+    size_t row[LONGEST + 1], prev[LONGEST + 1];
     for (size_t j = 0; j <= lb; j++) prev[j] = j;
     for (size_t i = 1; i <= la; i++) {
-        row[0] = i;
+        size_t lo = row[0] = i;
         for (size_t j = 1; j <= lb; j++) {
             size_t sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
             size_t del = prev[j] + 1, ins = row[j - 1] + 1;
             row[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+            if (row[j] < lo) lo = row[j];
         }
+        if (lo > max) return max + 1;
         memcpy(prev, row, (lb + 1) * sizeof(size_t));
     }
-    return prev[lb];
+    return prev[lb] <= max ? prev[lb] : max + 1;
 }
 
 /* the closest known key: a small edit distance, or the same last component ("lr" -> "optim.lr") */
@@ -107,7 +158,7 @@ static const char *suggest(const Config *cfg, const char *key) {
     size_t best_d = strlen(key) / 4 + 2;
     for (size_t i = 0; i < cfg->n; i++) {
         const char *k = cfg->e[i].key;
-        size_t d = edit_distance(key, k);
+        size_t d = edit_distance_within(key, k, best_d - 1);
         size_t lk = strlen(k), lkey = strlen(key);
         if (lk > lkey && k[lk - lkey - 1] == '.' && !strcmp(k + lk - lkey, key)) d = 1;
         if (d < best_d) {
@@ -127,13 +178,12 @@ static int unknown_key(const Config *cfg, const char *where, const char *key, Er
 /* A key must not be both a value and a map: "a" and "a.b" cannot coexist. */
 static const char *conflict(const Config *cfg, const char *key) {
     size_t lk = strlen(key);
-    for (size_t i = 0; i < cfg->n; i++) {
-        const char *k = cfg->e[i].key;
-        size_t l = strlen(k);
-        if (l < lk && !strncmp(k, key, l) && key[l] == '.') return k;
-        if (lk < l && !strncmp(k, key, lk) && k[lk] == '.') return k;
+    for (size_t l = 1; l < lk; l++) {   /* a key "a" when adding "a.b" */
+        const CfgSlot *s = key[l] == '.' ? slot_find(cfg, key, l) : NULL;
+        if (s && !s->is_prefix) return cfg->e[s->entry - 1].key;
     }
-    return NULL;
+    const CfgSlot *s = slot_find(cfg, key, lk);   /* keys "a.b..." when adding "a" */
+    return s && s->is_prefix ? cfg->e[s->entry - 1].key : NULL;
 }
 
 static int check_key(const char *where, const char *key, Err *e) {
@@ -336,6 +386,7 @@ static int put(Config *cfg, const char *key, Value *v, int mode, int origin, con
             en = &cfg->e[cfg->n++];
             memset(en, 0, sizeof(*en));
             en->key = xstrdup(key);
+            index_entry(cfg, cfg->n - 1);
         }
     }
     if (!bad) bad = validate(en->spec, where, key, v, e);

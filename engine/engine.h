@@ -44,6 +44,11 @@ void *xmalloc(size_t n);
 void *xcalloc(size_t count, size_t size);
 void *xrealloc(void *p, size_t n);
 
+/* Levenshtein distance of a and b if it is at most max, else max + 1; strings over 255 bytes
+ * count as far (for "did you mean"
+ * suggestions: engine/config.c) */
+size_t edit_distance_within(const char *a, const char *b, size_t max);
+
 /* mkdir -p: 0, or 1 with "<folder>: cannot create folder: <reason>" (engine/fs.c) */
 int make_dirs(const char *path, Err *e);
 
@@ -525,9 +530,17 @@ typedef struct CfgEntry {
     const CfgSpec *spec;        /* declared spec, or NULL */
 } CfgEntry;
 
+typedef struct CfgSlot {       /* hash index over keys and their dotted prefixes ("a", "a.b") */
+    uint32_t hash, len;         /* of the text: the first len bytes of e[entry].key */
+    uint32_t entry;             /* index into Config.e, + 1 (0: empty slot) */
+    uint32_t is_prefix;         /* a map ("optim" of "optim.lr"), not a key */
+} CfgSlot;
+
 typedef struct Config {
     CfgEntry *e;                /* in insertion order (the order of the file / the spec) */
     size_t n, cap;
+    CfgSlot *slots;             /* open addressing, a power of two, at most half full */
+    size_t n_slots, used_slots;
     char **origins;
     size_t n_origins;
     int declared;               /* cfg_declare was called: the key set is closed */

@@ -262,6 +262,23 @@ static void test_round_trip(void **st) {
     cfg_free(&b);
 }
 
+/* the bounded distance behind "did you mean": exact up to the bound, bound + 1 beyond it */
+static void test_edit_distance_within(void **st) {
+    (void)st;
+    assert_int_equal(edit_distance_within("kitten", "sitting", 5), 3);
+    assert_int_equal(edit_distance_within("kitten", "sitting", 3), 3);
+    assert_int_equal(edit_distance_within("kitten", "sitting", 2), 3);      /* over: max + 1 */
+    assert_int_equal(edit_distance_within("optim.lr", "optim.lr", 0), 0);
+    assert_int_equal(edit_distance_within("optim.lrr", "optim.lr", 1), 1);
+    assert_int_equal(edit_distance_within("", "abc", 3), 3);
+    assert_int_equal(edit_distance_within("a", "abcdef", 2), 3);            /* lengths alone */
+    assert_int_equal(edit_distance_within("abcdefgh", "hgfedcba", 100), 8);
+    char longer[300];
+    memset(longer, 'x', sizeof longer - 1);
+    longer[sizeof longer - 1] = 0;
+    assert_int_equal(edit_distance_within(longer, longer, 4), 5);            /* too long to compare */
+}
+
 static void test_parse_args_and_help(void **st) {
     (void)st;
     static const CfgSpec spec[] = {
@@ -302,6 +319,7 @@ int main(void) {
         cmocka_unit_test(test_nested_yaml), cmocka_unit_test(test_overrides),
         cmocka_unit_test(test_unknown_key), cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_round_trip),  cmocka_unit_test(test_parse_args_and_help),
+        cmocka_unit_test(test_edit_distance_within),
     };
     return RUN_GROUP(tests);
 }
