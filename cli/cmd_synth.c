@@ -9,7 +9,8 @@
 
 static void usage(void) {
     printf("usage: versa synth OUT_DIR [--patients N] [--size WxH] [--seed S] [--bits B]\n"
-           "                   [--formats vindr,cbis,vqa|all] [--contrast X] [--preview FILE.png]\n\n"
+           "                   [--formats vindr,cbis,vqa|all] [--contrast X] [--acquisition X]\n"
+           "                   [--preview FILE.png]\n\n"
            "Generates N synthetic patients (four views each: L/R x CC/MLO) and writes them under\n"
            "OUT_DIR in the real datasets' layouts, so `versa prepare` reads them with the same\n"
            "converters as the public data:\n"
@@ -28,6 +29,9 @@ static void usage(void) {
            "  --bits B         bits stored, 12..16 (12)\n"
            "  --formats LIST   comma-separated vindr, cbis, vqa or all (all)\n"
            "  --contrast X     lesion contrast factor 0..10: the difficulty knob (1.0)\n"
+           "  --acquisition X  spread of the display processing between images, 0..8 (1.0): X widens\n"
+           "                   the VOI gain and offset X-fold and adds a display gamma, as between\n"
+           "                   vendors (brightness then says less about density)\n"
            "  --preview F.png  also write a contact sheet of the first 16 images (4 x 4 tiles) with\n"
            "                   lesion boxes (red malignant, green benign) and mask outlines (yellow)\n");
 }
@@ -75,6 +79,9 @@ int cmd_synth(int argc, char **argv) {
         } else if (!strcmp(a, "--contrast")) {
             cfg.lesion_contrast = strtof(v, &end);
             if (end == v || *end) return cli_fail("synth: --contrast: '%s' is not a number", v);
+        } else if (!strcmp(a, "--acquisition")) {
+            cfg.acq_spread = strtof(v, &end);
+            if (end == v || *end) return cli_fail("synth: --acquisition: '%s' is not a number", v);
         } else if (!strcmp(a, "--preview")) {
             preview = v;
         } else {

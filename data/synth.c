@@ -54,6 +54,7 @@ void synth_config_default(SynthConfig *cfg) {
     cfg->noise = 0.03f;
     cfg->blur_px = 0.6f;
     cfg->lesion_contrast = 1.0f;
+    cfg->acq_spread = 1.0f;
     synth_priors_default(&cfg->priors);
 }
 
@@ -82,6 +83,8 @@ int synth_config_check(const SynthConfig *cfg, Err *e) {
         return err_set(e, "synth config: calc_scale = %g, expected 0 (auto) .. 5", cfg->calc_scale);
     if (!(cfg->lesion_contrast >= 0.0f && cfg->lesion_contrast <= 10.0f))
         return err_set(e, "synth config: lesion_contrast = %g, expected 0..10", cfg->lesion_contrast);
+    if (!(cfg->acq_spread >= 0.0f && cfg->acq_spread <= 8.0f))
+        return err_set(e, "synth config: acq_spread = %g, expected 0..8", cfg->acq_spread);
     if (cfg->n_patients < 0) return err_set(e, "synth config: n_patients = %ld is negative", cfg->n_patients);
     const SynthPriors *p = &cfg->priors;
     if (check_dist(p->density, 4, "density", e) || check_dist(p->n_findings, SYNTH_MAX_FINDINGS + 1, "n_findings", e) ||

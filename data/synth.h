@@ -104,6 +104,10 @@ typedef struct SynthConfig {
                                  detector pixel (default 0.03); scaled down for larger pixels */
     float blur_px;            /* detector blur sigma in output pixels (default 0.6) */
     float lesion_contrast;    /* global lesion contrast factor (difficulty knob, default 1) */
+    float acq_spread;         /* spread of the per-image display processing (default 1: VOI gain
+                                 0.9-1.1, offset +-0.06 of the fat-to-dense range); X widens both
+                                 X-fold and adds a display gamma exp(+-0.15 (X - 1)), as between
+                                 vendors whose processed images differ in brightness and contrast */
     float calc_scale;         /* calcification radius factor; 0 (default) = auto: sqrt(pixel /
                                  0.15 mm) in [1, 2], so clusters stay visible at 512 px */
     SynthPriors priors;

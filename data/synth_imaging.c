@@ -6,7 +6,7 @@
  * mask -> VOI curve anchored to the expected fat and dense log attenuation of this breast, so
  * brightness encodes composition (fatty breasts dark, dense bright) -> 12-16 bit MONOCHROME2.
  * The equalisation gain, unsharp strength, noise level, blur and VOI gain/offset vary per image
- * (as between vendors and sites).
+ * (as between vendors and sites); SynthConfig.acq_spread widens the VOI variation.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -71,7 +71,11 @@ int synth_acquire(Canvas *c, const SynthConfig *cfg, SynthImage *img, Rng *r) {
 
     /* VOI anchored to this breast's fat-only and fully-dense log attenuation */
     float ref_fat = MU_FAT * c->T, ref_dense = (MU_FAT + (MU_GLAND - MU_FAT) * c->g_max) * c->T;
-    float gain = synth_uniform(r, 0.9f, 1.1f), off = synth_uniform(r, -0.06f, 0.06f);
+    float sp = cfg->acq_spread;
+    float gain = synth_uniform(r, fmaxf(0.2f, 1.0f - 0.1f * sp), 1.0f + 0.1f * sp);
+    float off = synth_uniform(r, -0.06f * sp, 0.06f * sp);
+    /* drawn only for a wider spread, so the default keeps its random stream (and its images) */
+    float gamma = sp > 1.0f ? expf(0.15f * (sp - 1.0f) * synth_uniform(r, -1.0f, 1.0f)) : 1.0f;
     float maxv = (float)((1u << img->bits) - 1u), base = 0.06f;
     float inv = 1.0f / (ref_dense - ref_fat);
     for (size_t i = 0; i < N; i++) {
@@ -80,11 +84,12 @@ int synth_acquire(Canvas *c, const SynthConfig *cfg, SynthImage *img, Rng *r) {
             continue;
         }
         float x = (D[i] - ref_fat) * inv * gain + off;
-        float v = maxv * (base + (1.0f - base) * voi(x));
+        float y = voi(x);
+        float v = maxv * (base + (1.0f - base) * (gamma == 1.0f ? y : powf(y, gamma)));
         v = v < 1.0f ? 1.0f : (v > maxv ? maxv : v);
         img->pixels[i] = (uint16_t)lrintf(v);
     }
-    img->level_fat = (uint16_t)lrintf(maxv * (base + (1.0f - base) * voi(off)));
-    img->level_dense = (uint16_t)lrintf(maxv * (base + (1.0f - base) * voi(gain + off)));
+    img->level_fat = (uint16_t)lrintf(maxv * (base + (1.0f - base) * powf(voi(off), gamma)));
+    img->level_dense = (uint16_t)lrintf(maxv * (base + (1.0f - base) * powf(voi(gain + off), gamma)));
     return 0;
 }

@@ -572,6 +572,38 @@ static void test_malignancy_tied_to_features(void **st) {
     assert_int_equal(m_ben_calc, 0);
 }
 
+/* acq_spread: 0 gives every image the same display curve, a wider spread varies it more than the
+ * default; the fat level of the VOI is where it shows (level_fat = the curve at fat-only tissue) */
+static double level_fat_sd(float spread) {
+    SynthConfig cfg = small_cfg(11);
+    cfg.acq_spread = spread;
+    double s = 0, s2 = 0;
+    int n = 0;
+    for (long p = 0; p < 3; p++) {
+        SynthExam ex;
+        synth_sample_exam(&cfg, p, &ex);
+        for (int v = 0; v < 4; v++) {
+            SynthImage im;
+            render_ok(&cfg, &ex, v, &im);
+            s += im.level_fat;
+            s2 += (double)im.level_fat * im.level_fat;
+            n++;
+            synth_image_free(&im);
+        }
+    }
+    double m = s / n;
+    return sqrt(fmax(0.0, s2 / n - m * m));
+}
+
+static void test_acquisition_spread(void **st) {
+    (void)st;
+    double sd0 = level_fat_sd(0.0f), sd1 = level_fat_sd(1.0f), sd4 = level_fat_sd(4.0f);
+    print_message("level_fat sd over 12 images: spread 0 %.1f, 1 %.1f, 4 %.1f\n", sd0, sd1, sd4);
+    assert_true(sd0 < 0.5);
+    assert_true(sd1 > 5.0);
+    assert_true(sd4 > 2.5 * sd1);
+}
+
 static void test_config_errors(void **st) {
     (void)st;
     SynthConfig cfg = small_cfg(1);
@@ -588,6 +620,10 @@ static void test_config_errors(void **st) {
     for (int i = 0; i < 4; i++) cfg.priors.density[i] = 0;
     assert_int_not_equal(synth_config_check(&cfg, &e), 0);
     assert_non_null(strstr(e.msg, "priors.density"));
+    cfg = small_cfg(1);
+    cfg.acq_spread = 9;
+    assert_int_not_equal(synth_config_check(&cfg, &e), 0);
+    assert_non_null(strstr(e.msg, "acq_spread"));
     cfg = small_cfg(1);
     assert_int_not_equal(synth_write_dataset(&cfg, "/tmp", 0, &e), 0);
     assert_non_null(strstr(e.msg, "format"));
@@ -886,6 +922,7 @@ int main(void) {
         cmocka_unit_test(test_subtlety_scales_contrast),
         cmocka_unit_test(test_label_priors),
         cmocka_unit_test(test_malignancy_tied_to_features),
+        cmocka_unit_test(test_acquisition_spread),
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_dataset_thread_count_invariant),
         cmocka_unit_test(test_writers_formats_round_trip),
