@@ -479,6 +479,7 @@ typedef struct BenchSynthOpts {
     int width, height;        /* synthetic image size (256 x 320) */
     int vindr_size;           /* prepared side, VinDr layout (128) */
     int cbis_size;            /* prepared side, CBIS layout: crops are cut from it (256) */
+    float acq_spread;         /* display-processing spread between images (1; versa synth --acquisition) */
     int quiet;
 } BenchSynthOpts;
 BenchSynthOpts bench_synth_opts_default(void);

@@ -20,7 +20,9 @@
 # Usage: bash bench/pretrain_evidence.sh [BUILD_DIR] [OUT_DIR]
 # Knobs (environment): PATIENTS (400), ITERS (600 = optim.epochs 12 x 50), THREADS (2),
 #   CONFIG (configs/pretrain/vit_tiny_cpu.yaml), EXTRA (more key=value overrides of the pretrain
-#   config), SIZE (96: probe input side).
+#   config), SIZE (96: probe input side), ACQ (1: versa synth --acquisition, the spread of the
+#   display processing between images; 4 makes brightness a vendor effect as much as a density
+#   one, so density has to be read from the tissue pattern).
 # Reruns reuse what exists in OUT_DIR (data, teacher checkpoint, feature caches); delete the
 # folder (or OUT_DIR/teacher) to start over.  Not run by the tests.  Writes OUT_DIR/results.md.
 set -euo pipefail
@@ -32,6 +34,7 @@ THREADS=${THREADS:-2}
 CONFIG=${CONFIG:-configs/pretrain/vit_tiny_cpu.yaml}
 EXTRA=${EXTRA:-}
 SIZE=${SIZE:-96}
+ACQ=${ACQ:-1}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} VERSA_THREADS=$THREADS OMP_NUM_THREADS=$THREADS
 versa="$build/versa"
 [ -x "$versa" ] || { echo "pretrain_evidence: $versa not found (make BUILD=$build)"; exit 1; }
@@ -42,8 +45,8 @@ cpu_of() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat" 2>/dev/null; }
 
 # ---- data ----
 if [ ! -f "$out/data/synth-cbis.h5" ]; then
-  log "synthetic data: $PATIENTS patients"
-  "$versa" bench --make-synthetic "$out/data" --patients "$PATIENTS" --size 256x320
+  log "synthetic data: $PATIENTS patients, display spread $ACQ"
+  "$versa" bench --make-synthetic "$out/data" --patients "$PATIENTS" --size 256x320 --acquisition "$ACQ"
 fi
 
 # ---- stage 1 ----
@@ -112,7 +115,7 @@ fi
   echo "# Stage 1 evidence: frozen-feature probes, pretrained teacher vs random init"
   echo
   echo "Command: \`bash bench/pretrain_evidence.sh $build $out\` (PATIENTS=$PATIENTS ITERS=$ITERS THREADS=$THREADS"
-  echo "CONFIG=$CONFIG EXTRA='$EXTRA' SIZE=$SIZE)"
+  echo "CONFIG=$CONFIG EXTRA='$EXTRA' SIZE=$SIZE ACQ=$ACQ)"
   echo
   echo "Pretraining: $(cat "$out/pretrain_time.txt" 2>/dev/null || echo '(reused checkpoint)');"
   echo "first/last logged loss: $(head -1 "$out/teacher/metrics.jsonl" | grep -o '"loss": *[-0-9.e]*' | head -1) ->" \

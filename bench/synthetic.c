@@ -10,7 +10,8 @@
 #include <string.h>
 
 BenchSynthOpts bench_synth_opts_default(void) {
-    return (BenchSynthOpts){.patients = 250, .seed = 0, .width = 256, .height = 320, .vindr_size = 128, .cbis_size = 256};
+    return (BenchSynthOpts){.patients = 250, .seed = 0, .width = 256, .height = 320, .vindr_size = 128, .cbis_size = 256,
+                            .acq_spread = 1.0f};
 }
 
 int bench_make_synthetic(const BenchSynthOpts *o, Err *e) {
@@ -22,6 +23,7 @@ int bench_make_synthetic(const BenchSynthOpts *o, Err *e) {
     sc.seed = o->seed;
     sc.width = o->width;
     sc.height = o->height;
+    sc.acq_spread = o->acq_spread;
     sc.quiet = o->quiet;
     if (synth_config_check(&sc, e)) return 1;
     char raw[1024], src[1100], out[1100];

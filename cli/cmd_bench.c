@@ -14,7 +14,7 @@ static void usage(void) {
            "                   --out DIR [--tasks FILE.yaml ...] [--only PATTERN,...] [--no-cache] [--quiet]\n"
            "                   [key=value ...]\n"
            "       versa bench --list [--suite SUITE] [--tasks FILE.yaml ...] [--data-root DIR]\n"
-           "       versa bench --make-synthetic DIR [--patients N] [--seed S] [--size WxH]\n\n"
+           "       versa bench --make-synthetic DIR [--patients N] [--seed S] [--size WxH] [--acquisition X]\n\n"
            "Scores frozen backbones on the benchmark tasks of a suite: features are extracted once per\n"
            "(model, dataset, preprocessing) and cached under OUT/features; linear, multi-label, k-NN and\n"
            "retrieval protocols run on them; every test metric gets a bootstrap 95%% CI.  Writes\n"
@@ -42,7 +42,8 @@ static void usage(void) {
            "  --quiet             no progress lines\n"
            "  --make-synthetic D  synthesise VinDr/CBIS-layout datasets and prepare them into D\n"
            "                      (synth-vindr.h5, synth-cbis.h5, raw/mammovqa/*.json): the data of the\n"
-           "                      synthetic suite\n\n"
+           "                      synthetic suite; with --patients N (250), --seed S (0), --size WxH\n"
+           "                      (256x320) and --acquisition X (1: versa synth's display spread)\n\n"
            "settings (key=value overrides the suite):\n");
     cfg_print_help(BENCH_SETTINGS_KEYS, BENCH_N_SETTINGS_KEYS, stdout);
 }
@@ -66,8 +67,11 @@ static int make_synthetic(const char *dir, int argc, char **argv) {
             if (*end) return cli_fail("bench: --seed: '%s' is not an integer", v);
         } else if (!strcmp(a, "--size")) {
             if (sscanf(v, "%dx%d", &o.width, &o.height) != 2) return cli_fail("bench: --size: '%s' is not WxH", v);
+        } else if (!strcmp(a, "--acquisition")) {
+            o.acq_spread = strtof(v, &end);
+            if (end == v || *end) return cli_fail("bench: --acquisition: '%s' is not a number", v);
         } else {
-            return cli_fail("bench: --make-synthetic takes --patients, --seed, --size (not '%s')", a);
+            return cli_fail("bench: --make-synthetic takes --patients, --seed, --size, --acquisition (not '%s')", a);
         }
         i++;
     }
@@ -90,7 +94,7 @@ int cmd_bench(int argc, char **argv) {
     BenchModelSpec models[MAX_ARGS];
     char only_buf[1024] = "", model_buf[MAX_ARGS][600];
     int n_tasks = 0, n_over = 0, n_only = 0, n_models = 0, list = 0, no_cache = 0, quiet = 0;
-    const char *synth_opt = NULL;   /* --patients / --seed / --size: options of --make-synthetic */
+    const char *synth_opt = NULL;   /* --patients / --seed / --size / --acquisition: options of --make-synthetic */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--list")) list = 1;
@@ -103,7 +107,8 @@ int cmd_bench(int argc, char **argv) {
             else if (!strcmp(a, "--data-root")) data_root = v;
             else if (!strcmp(a, "--out")) out = v;
             else if (!strcmp(a, "--make-synthetic")) synth_dir = v;
-            else if (!strcmp(a, "--patients") || !strcmp(a, "--seed") || !strcmp(a, "--size")) synth_opt = a;
+            else if (!strcmp(a, "--patients") || !strcmp(a, "--seed") || !strcmp(a, "--size") || !strcmp(a, "--acquisition"))
+                synth_opt = a;
             else if (!strcmp(a, "--tasks")) {
                 if (n_tasks == MAX_ARGS) return cli_fail("bench: too many --tasks");
                 tasks[n_tasks++] = v;
