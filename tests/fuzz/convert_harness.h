@@ -49,6 +49,7 @@ static inline int fuzz_convert(const ConvTarget *t, const uint8_t *data, size_t 
     if ((size_t)snprintf(out, sizeof out, "%s/%s.out.h5", fuzz_tmpdir(), t->name) >= sizeof out) abort();
     struct stat st;
     if (stat(root, &st) != 0) {   /* first call in this process: the fixture images */
+        fuzz_h5_reuse_free_lists();
         fuzz_mkdir_p(root);
         if (t->fixture) {
             char src[1024];

@@ -44,6 +44,7 @@
 
 static inline void h5f_quiet(void) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    fuzz_h5_reuse_free_lists();
 }
 
 /* The HDF5 type for a type token (caller closes), or -1. */
