@@ -367,11 +367,12 @@ static float *read_2d(hid_t f, const char *name, size_t n_expected, size_t *n, s
     *d = nd == 2 ? dims[1] : 1;
     /* sizes from the file, checked before allocating (n * d could overflow): the row count must
      * be the prepared file's (itself at most 2^24), a feature at most 2^16 wide */
-    if (*n != n_expected || *d > ((size_t)1 << 16)) {
+    if (*n != n_expected || *d == 0 || *d > ((size_t)1 << 16)) {
         H5Dclose(ds);
         if (*n != n_expected)
             err_set(e, "%s: '/%s' has %zu rows but the prepared file has %zu samples (features of another dataset?)", path,
                     name, *n, n_expected);
+        else if (*d == 0) err_set(e, "%s: '/%s' has no values per row", path, name);   /* found by fuzz_features */
         else err_set(e, "%s: '/%s' has %zu values per row (at most 65536)", path, name, *d);
         return NULL;
     }
@@ -405,8 +406,9 @@ int teacher_features_load(const char *path, int which, size_t n_expected, Teache
                     names[k], pn[k], n_expected);
             goto out;
         }
-    if (sn != n_expected) {
-        err_set(e, "%s: '/sample' has %zu rows, expected %zu", path, sn, n_expected);
+    if (sn != n_expected || sd != 1) {
+        if (sn != n_expected) err_set(e, "%s: '/sample' has %zu rows, expected %zu", path, sn, n_expected);
+        else err_set(e, "%s: '/sample' has %zu values per row, expected one sample index", path, sd);
         goto out;
     }
     tf->n = n_expected;

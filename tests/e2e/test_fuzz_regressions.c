@@ -326,8 +326,6 @@ static void test_config_patch_size_zero(void **st) {
     cfg_free(&c);
 }
 
-/* teacher_features_load (found by the limits audit): a 2^31 x 2^31 never-written dataset made
- * (n * d + 1) * 4 wrap to 4 bytes, and H5Dread then filled 2^62 floats into them */
 /* the features file a regression input describes, built into `path` */
 static void features_regression_file(const char *name, char *path, size_t n_path) {
     char in[256];
@@ -339,6 +337,20 @@ static void features_regression_file(const char *name, char *path, size_t n_path
     free(buf);
 }
 
+/* the features file a regression input describes must be refused with this message */
+static void features_refused(const char *name, int which, const char *want) {
+    char path[1024];
+    features_regression_file(name, path, sizeof path);
+    TeacherFeatures tf;
+    Err e = {{0}};
+    assert_int_equal(teacher_features_load(path, which, 4, &tf, &e), 1);
+    print_message("%s\n", e.msg);
+    assert_non_null(strstr(e.msg, want));
+    unlink(path);
+}
+
+/* teacher_features_load (found by the limits audit): a 2^31 x 2^31 never-written dataset made
+ * (n * d + 1) * 4 wrap to 4 bytes, and H5Dread then filled 2^62 floats into them */
 static void test_features_dims_overflow(void **st) {
     (void)st;
     char path[1024];
@@ -369,6 +381,16 @@ static void test_features_sample_index_negative(void **st) {
     unlink(path);
 }
 
+/* teacher_features_load (found by fuzz_features): a (4, 0) '/gap' loaded as 4 features of width 0
+ * (stage 2 would take cosines of empty vectors); a '/sample' of two columns would have been read
+ * as its first four values, and one of zero columns past its buffer */
+static void test_features_zero_width(void **st) {
+    (void)st;
+    features_refused("gap_zero_width", TFEAT_GAP, "'/gap' has no values per row");
+    features_refused("gap_zero_width_fuzzed", TFEAT_GAP, "'/gap' has no values per row");
+    features_refused("sample_two_columns", TFEAT_CLS, "'/sample' has 2 values per row, expected one sample index");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_replay_regressions),
@@ -384,6 +406,7 @@ int main(void) {
         cmocka_unit_test(test_image_stb_guards),
         cmocka_unit_test(test_config_patch_size_zero),
         cmocka_unit_test(test_features_dims_overflow),
+        cmocka_unit_test(test_features_zero_width),
     };
     return cmocka_run_group_tests_name(__FILE__, tests, NULL, NULL);
 }
