@@ -348,23 +348,41 @@ enum { PUT_EXISTING = 0, PUT_ADD = 1 };
 /* Values are stored back into checkpoints as YAML (cfg_to_yaml), which must be UTF-8: a value
  * with other bytes (possible from a command-line override) is refused here rather than written
  * as a config that no longer loads (found by fuzz_config). */
+/* Text a YAML file can hold: well-formed UTF-8 (no overlong forms, surrogates or code points
+ * past U+10FFFF) whose non-ASCII characters YAML allows (U+00A0-U+D7FF, U+E000-U+FFFD, U+10000
+ * and up; ASCII controls are escaped by cfg_to_yaml) and does not read as line breaks (NEL,
+ * U+2028, U+2029 fold to a space).  Anything else set from the
+ * command line would be written into a checkpoint's config that libyaml then refuses to read
+ * (findings 18 and 25 of fuzz_config). */
 static int valid_utf8(const char *s) {
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
-        int n = *p < 0x80 ? 0 : (*p & 0xe0) == 0xc0 ? 1 : (*p & 0xf0) == 0xe0 ? 2 : (*p & 0xf8) == 0xf0 ? 3 : -1;
-        if (n < 0 || (n == 1 && *p < 0xc2)) return 0;
-        p++;
-        for (int k = 0; k < n; k++, p++)
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+        int n = (*p & 0xe0) == 0xc0 ? 1 : (*p & 0xf0) == 0xe0 ? 2 : (*p & 0xf8) == 0xf0 ? 3 : -1;
+        if (n < 0) return 0;
+        uint32_t cp = *p++ & (0x3fu >> n);
+        for (int k = 0; k < n; k++, p++) {
             if ((*p & 0xc0) != 0x80) return 0;
+            cp = cp << 6 | (*p & 0x3fu);
+        }
+        static const uint32_t least[4] = {0, 0x80, 0x800, 0x10000};   /* shortest form */
+        if (cp < least[n] || cp > 0x10ffff) return 0;
+        if (!((cp >= 0xa0 && cp <= 0xd7ff) || (cp >= 0xe000 && cp <= 0xfffd) || cp >= 0x10000)) return 0;
+        if (cp == 0x2028 || cp == 0x2029) return 0;   /* line breaks to libyaml: not kept in a scalar */
     }
     return 1;
 }
 
 static int check_utf8(const Value *v, const char *where, const char *key, Err *e) {
-    if (v->text && !valid_utf8(v->text)) return err_set(e, "%s: key '%s': value is not valid UTF-8", where, key);
+    if (v->text && !valid_utf8(v->text))
+        return err_set(e, "%s: key '%s': value is not valid UTF-8 text (or holds a character YAML cannot)", where, key);
     for (size_t i = 0; i < v->n_items; i++)
         if (v->items[i] && !valid_utf8(v->items[i]))
-            return err_set(e, "%s: key '%s': list item %zu is not valid UTF-8", where, key, i);
+            return err_set(e, "%s: key '%s': list item %zu is not valid UTF-8 text (or holds a character YAML cannot)",
+                           where, key, i);
     return 0;
 }
 

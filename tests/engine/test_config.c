@@ -279,6 +279,50 @@ static void test_edit_distance_within(void **st) {
     assert_int_equal(edit_distance_within(longer, longer, 4), 5);            /* too long to compare */
 }
 
+/* values set from the command line must be text a YAML file can hold: they end up in the config
+ * a checkpoint stores (findings 18 and 25 of fuzz_config) */
+static void test_override_text_yaml_can_hold(void **st) {
+    (void)st;
+    static const struct {
+        const char *value;
+        int ok;
+    } cases[] = {
+        {"caf\xc3\xa9", 1},              /* U+00E9 */
+        {"\xf0\x9f\x98\x80", 1},         /* U+1F600 */
+        {"\xc2\x85", 0},                 /* NEL: a line break to libyaml */
+        {"\xe2\x80\xa8", 0},             /* U+2028, the same */
+        {"\xe2\x80\x94", 1},             /* U+2014 */
+        {"\xc2\x80", 0},                 /* C1 control */
+        {"\xef\xbf\xbe", 0},             /* U+FFFE */
+        {"\xed\xa0\x80", 0},             /* surrogate */
+        {"\xe0\x80\xaf", 0},             /* overlong '/' */
+        {"\xf4\x90\x80\x80", 0},         /* past U+10FFFF */
+        {"\xf6\x9b\x96\xadu", 0},        /* the fuzzer's: lead byte 0xf6 */
+        {"\xc3", 0},                     /* cut short */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        Config c;
+        cfg_init(&c);
+        Err e = {{0}};
+        char arg[64];
+        snprintf(arg, sizeof arg, "+extra.key=%s", cases[i].value);
+        int rc = cfg_override(&c, arg, 1, &e);
+        assert_int_equal(rc, cases[i].ok ? 0 : 1);
+        if (cases[i].ok) {   /* and it survives the trip through YAML */
+            char *yaml = cfg_to_yaml(&c);
+            Config back;
+            cfg_init(&back);
+            if (cfg_load_string(&back, yaml, "roundtrip", &e)) fail_msg("case %zu: %s", i, e.msg);
+            assert_string_equal(cfg_get(&back, "extra.key"), cases[i].value);
+            cfg_free(&back);
+            free(yaml);
+        } else {
+            assert_non_null(strstr(e.msg, "not valid UTF-8 text"));
+        }
+        cfg_free(&c);
+    }
+}
+
 static void test_parse_args_and_help(void **st) {
     (void)st;
     static const CfgSpec spec[] = {
@@ -320,6 +364,7 @@ int main(void) {
         cmocka_unit_test(test_unknown_key), cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_round_trip),  cmocka_unit_test(test_parse_args_and_help),
         cmocka_unit_test(test_edit_distance_within),
+        cmocka_unit_test(test_override_text_yaml_can_hold),
     };
     return RUN_GROUP(tests);
 }
