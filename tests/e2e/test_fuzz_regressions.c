@@ -326,21 +326,15 @@ static void test_config_patch_size_zero(void **st) {
     cfg_free(&c);
 }
 
-/* the features file a regression input describes, built into `path` */
-static void features_regression_file(const char *name, char *path, size_t n_path) {
-    char in[256];
+/* the features file a regression input describes must be refused with this message */
+static void features_refused(const char *name, int which, const char *want) {
+    char in[256], path[1024];
     regression_path(in, sizeof in, "features", name);
     size_t n;
     uint8_t *buf = read_all(in, &n);
-    fuzz_join(path, n_path, fuzz_tmpdir(), "features_regression.h5");
+    fuzz_join(path, sizeof path, fuzz_tmpdir(), "features_regression.h5");
     assert_int_equal(h5f_build(buf, n, path), 1);
     free(buf);
-}
-
-/* the features file a regression input describes must be refused with this message */
-static void features_refused(const char *name, int which, const char *want) {
-    char path[1024];
-    features_regression_file(name, path, sizeof path);
     TeacherFeatures tf;
     Err e = {{0}};
     assert_int_equal(teacher_features_load(path, which, 4, &tf, &e), 1);
@@ -353,32 +347,15 @@ static void features_refused(const char *name, int which, const char *want) {
  * (n * d + 1) * 4 wrap to 4 bytes, and H5Dread then filled 2^62 floats into them */
 static void test_features_dims_overflow(void **st) {
     (void)st;
-    char path[1024];
-    features_regression_file("dims_overflow_unbacked", path, sizeof path);
-    TeacherFeatures tf;
-    Err e = {{0}};
-    assert_int_equal(teacher_features_load(path, TFEAT_CLS, 4, &tf, &e), 1);
-    print_message("%s\n", e.msg);
-    assert_non_null(strstr(e.msg, "'/cls' has 2147483648 rows but the prepared file has 4 samples"));
-    e.msg[0] = 0;
-    assert_int_equal(teacher_features_load(path, TFEAT_GAP, 4, &tf, &e), 1);
-    print_message("%s\n", e.msg);
-    assert_non_null(strstr(e.msg, "'/gap' has 1073741824 values per row (at most 65536)"));
-    unlink(path);
+    features_refused("dims_overflow_unbacked", TFEAT_CLS, "'/cls' has 2147483648 rows but the prepared file has 4 samples");
+    features_refused("dims_overflow_unbacked", TFEAT_GAP, "'/gap' has 1073741824 values per row (at most 65536)");
 }
 
 /* teacher_features_load (found by fuzz_features): a '/sample' value of -1 was converted to size_t
  * before the range check (undefined behaviour); it must be refused with the row named */
 static void test_features_sample_index_negative(void **st) {
     (void)st;
-    char path[1024];
-    features_regression_file("sample_index_negative_float", path, sizeof path);
-    TeacherFeatures tf;
-    Err e = {{0}};
-    assert_int_equal(teacher_features_load(path, TFEAT_CLS, 4, &tf, &e), 1);
-    print_message("%s\n", e.msg);
-    assert_non_null(strstr(e.msg, "'/sample' row 1: -1 is not a new sample index below 4"));
-    unlink(path);
+    features_refused("sample_index_negative_float", TFEAT_CLS, "'/sample' row 1: -1 is not a new sample index below 4");
 }
 
 /* teacher_features_load (found by fuzz_features): a (4, 0) '/gap' loaded as 4 features of width 0
