@@ -20,6 +20,14 @@ static float voi(float x) {
     return y <= 0.0f ? 0.0f : tanhf(1.1f * y);
 }
 
+/* the displayed level of x as a fraction of the full scale: a floor for air-free tissue, then
+ * the curve, bent by the display gamma (1: untouched, which keeps the default images exact) */
+static float display_level(float x, float gamma) {
+    const float base = 0.06f;
+    float y = voi(x);
+    return base + (1.0f - base) * (gamma == 1.0f ? y : powf(y, gamma));
+}
+
 int synth_acquire(Canvas *c, const SynthConfig *cfg, SynthImage *img, Rng *r) {
     int W = c->W, H = c->H;
     size_t N = (size_t)W * H;
@@ -76,7 +84,7 @@ int synth_acquire(Canvas *c, const SynthConfig *cfg, SynthImage *img, Rng *r) {
     float off = synth_uniform(r, -0.06f * sp, 0.06f * sp);
     /* drawn only for a wider spread, so the default keeps its random stream (and its images) */
     float gamma = sp > 1.0f ? expf(0.15f * (sp - 1.0f) * synth_uniform(r, -1.0f, 1.0f)) : 1.0f;
-    float maxv = (float)((1u << img->bits) - 1u), base = 0.06f;
+    float maxv = (float)((1u << img->bits) - 1u);
     float inv = 1.0f / (ref_dense - ref_fat);
     for (size_t i = 0; i < N; i++) {
         if (!c->mask[i]) {
@@ -84,12 +92,11 @@ int synth_acquire(Canvas *c, const SynthConfig *cfg, SynthImage *img, Rng *r) {
             continue;
         }
         float x = (D[i] - ref_fat) * inv * gain + off;
-        float y = voi(x);
-        float v = maxv * (base + (1.0f - base) * (gamma == 1.0f ? y : powf(y, gamma)));
+        float v = maxv * display_level(x, gamma);
         v = v < 1.0f ? 1.0f : (v > maxv ? maxv : v);
         img->pixels[i] = (uint16_t)lrintf(v);
     }
-    img->level_fat = (uint16_t)lrintf(maxv * (base + (1.0f - base) * powf(voi(off), gamma)));
-    img->level_dense = (uint16_t)lrintf(maxv * (base + (1.0f - base) * powf(voi(gain + off), gamma)));
+    img->level_fat = (uint16_t)lrintf(maxv * display_level(off, gamma));
+    img->level_dense = (uint16_t)lrintf(maxv * display_level(gain + off, gamma));
     return 0;
 }
