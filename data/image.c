@@ -189,7 +189,7 @@ static int png_sanitize(const uint8_t *buf, size_t n, uint8_t **out, size_t *n_o
             return -1;
         }
         size_t size = len + 12 <= n - p ? len + 12 : n - p;
-        int idat = !memcmp(buf + p + 4, "IDAT", 4);
+        int idat = !memcmp(buf + p + 4, "IDAT", 4), iend = !memcmp(buf + p + 4, "IEND", 4);
         if (idat && len > 0) data_seen = 1;
         if (idat && len == 0 && !data_seen) {   /* dropped: the copy starts here */
             if (!o) {
@@ -202,7 +202,7 @@ static int png_sanitize(const uint8_t *buf, size_t n, uint8_t **out, size_t *n_o
             q += size;
         }
         p += size;
-        if (!memcmp(buf + p - size + 4, "IEND", 4)) break;
+        if (iend) break;
     }
     if (!o) return 0;
     memcpy(o + q, buf + p, n - p);   /* whatever follows IEND, or a cut-off chunk header */
