@@ -22,7 +22,10 @@
 #   difficulty knob; other values synthesise with the suite's three commands instead), TEACHER_CKPT (reuse a stage-1 checkpoint), TEACHER_EPOCHS (15),
 #   TEACHER_FEATURE (gap | cls | concat), STUDENT_STEPS (260), KD_WEIGHTS ("1": the paper's lambda1;
 #   several give one distilled student each),
-#   SEEDS ("1": students and the random init per seed; the table gives mean +- sd over seeds).
+#   SEEDS ("1": students and the random init per seed; the table gives mean +- sd over seeds),
+#   HEADS ("birads density": the students' supervised heads; "birads" leaves density as a task
+#   they were not supervised on), ACQ (1: versa synth --acquisition, the display spread), SIZE (64:
+#   the students' and the probes' input side).
 # Steps whose output exists are not redone (delete OUT_DIR/student_* to retrain).  Not run by the
 # tests.  Writes OUT_DIR/results.md (and the bench's OUT_DIR/bench/report.md) and prints the table.
 set -euo pipefail
@@ -36,7 +39,9 @@ TEACHER_FEATURE=${TEACHER_FEATURE:-gap}
 STUDENT_STEPS=${STUDENT_STEPS:-260}
 KD_WEIGHTS=${KD_WEIGHTS:-"1"}
 SEEDS=${SEEDS:-"1"}
-SIZE=64
+HEADS=${HEADS:-"birads density"}
+ACQ=${ACQ:-1}
+SIZE=${SIZE:-64}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 versa="$build/versa"
 [ -x "$versa" ] || { echo "distill_evidence: $versa not found (make BUILD=$build)"; exit 1; }
@@ -47,11 +52,12 @@ data="$work/data"
 
 # ---- data ----
 if [ ! -f "$data/synth-vindr.h5" ] || [ ! -f "$data/synth-cbis.h5" ]; then
-  log "synthetic data: $PATIENTS patients, lesion contrast $CONTRAST"
+  log "synthetic data: $PATIENTS patients, lesion contrast $CONTRAST, display spread $ACQ"
   if [ "$CONTRAST" = 1.0 ] || [ "$CONTRAST" = 1 ]; then
-    "$versa" bench --make-synthetic "$data" --patients "$PATIENTS"
+    "$versa" bench --make-synthetic "$data" --patients "$PATIENTS" --acquisition "$ACQ"
   else   # the commands of configs/bench/synthetic.yaml, with the contrast
-    "$versa" synth "$data/raw" --patients "$PATIENTS" --size 256x320 --formats vindr,cbis --contrast "$CONTRAST"
+    "$versa" synth "$data/raw" --patients "$PATIENTS" --size 256x320 --formats vindr,cbis --contrast "$CONTRAST" \
+      --acquisition "$ACQ"
     "$versa" prepare vindr "$data/raw/vindr-mammo" "$data/synth-vindr.h5" --size 128x128
     "$versa" prepare cbis "$data/raw/cbis-ddsm" "$data/synth-cbis.h5" --size 256x256
   fi
@@ -71,7 +77,17 @@ if [ ! -f "$feats" ]; then
 fi
 
 # ---- stage 2 students ----
+names= classes= weights=
+for h in $HEADS; do
+  case $h in
+    birads) c="'1 2 3 4 5'" ;;
+    density) c="'A B C D'" ;;
+    *) echo "distill_evidence: HEADS: '$h' is not birads or density"; exit 1 ;;
+  esac
+  names+="${names:+, }$h"; classes+="${classes:+, }$c"; weights+="${weights:+, }1.0"
+done
 common=(configs/distill/enb0_cpu.yaml "data.prepared=$data/synth-vindr.h5" "teacher.features=$feats"
+        "heads.names=[$names]" "heads.labels=[$names]" "heads.classes=[$classes]" "heads.weights=[$weights]"
         "teacher.feature=$TEACHER_FEATURE" "student.image_size=$SIZE" "student.static_padding_size=$SIZE"
         "train.max_steps=$STUDENT_STEPS" train.log_every=20 train.checkpoint_every=1000)
 models=()
@@ -97,11 +113,12 @@ models+=(--model "teacher=ckpt:$teacher:teacher:$SIZE")
 # ---- frozen-feature probes (versa bench) ----
 log "probes: versa bench on ${#models[@]} / 2 models"
 "$versa" bench --suite synthetic --tasks configs/distill/evidence_tasks.yaml --data-root "$data" --out "$work/bench" \
-  --only 'syn_vindr_finding,syn_cbis_finding,syn_cbis_pathology,dx_*,syn_vindr_birads,syn_vindr_density' \
+  --only 'syn_vindr_finding,syn_cbis_finding,syn_cbis_pathology,dx_*,syn_vindr_birads,syn_vindr_density,syn_cbis_density' \
   --quiet "input.size=$SIZE" "${models[@]}"
 
 # ---- table: primary metrics, mean +- sd over seeds (awk over results.csv) ----
-awk -F, -v seeds="$SEEDS" -v steps="$STUDENT_STEPS" -v kinds="${kinds[*]} random teacher" -v tfeat="$TEACHER_FEATURE" '
+awk -F, -v seeds="$SEEDS" -v steps="$STUDENT_STEPS" -v kinds="${kinds[*]} random teacher" -v tfeat="$TEACHER_FEATURE" \
+    -v heads="$HEADS" -v size="$SIZE" '
   NR == 1 { next }
   {
     model = $1; task = $2; metric = $4; v = $5 + 0
@@ -116,14 +133,14 @@ awk -F, -v seeds="$SEEDS" -v steps="$STUDENT_STEPS" -v kinds="${kinds[*]} random
     m = s1[k2] / c[k2]; sd = c[k2] > 1 ? (s2[k2] - c[k2] * m * m) / (c[k2] - 1) : 0
     return c[k2] > 1 ? sprintf("%.3f +- %.3f", m, sd > 0 ? sqrt(sd) : 0) : sprintf("%.3f", m)
   }
-  function sup(t) { return t ~ /birads|density/ }
+  function sup(t,    hs, j) { split(heads, hs, " "); for (j in hs) if (t ~ hs[j]) return 1; return 0 }
   function name(k) {
     if (k ~ /^kd/) return "KD x " substr(k, 3)
     return k == "supervised" ? "supervised only" : k == "random" ? "random init" : k == "teacher" ? "stage-1 teacher (ViT-Ti)" : k
   }
   END {
     printf "Frozen-feature probes on the synthetic test splits (versa bench: linear probe AUC, k-NN AUC,\n"
-    printf "retrieval top-1), EfficientNet-B0 students at 64 px after %s steps; \"KD x w\" = distilled with KD weight w\n", steps
+    printf "retrieval top-1), EfficientNet-B0 students at %s px after %s steps; \"KD x w\" = distilled with KD weight w\n", size, steps
     printf "(CE weight 10, relation term 1), teacher feature %s; seeds %s (mean +- sd when several).\n", tfeat, seeds
     printf "Tasks above the line were NOT supervised in stage 2.\n\n"
     nk = split(kinds, ks, " ")
