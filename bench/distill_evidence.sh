@@ -42,6 +42,16 @@ SEEDS=${SEEDS:-"1"}
 HEADS=${HEADS:-"birads density"}
 ACQ=${ACQ:-1}
 SIZE=${SIZE:-64}
+# the students' heads as config lists, checked before anything runs
+names= classes= weights=
+for h in $HEADS; do
+  case $h in
+    birads) c="'1 2 3 4 5'" ;;
+    density) c="'A B C D'" ;;
+    *) echo "distill_evidence: HEADS: '$h' is not birads or density"; exit 1 ;;
+  esac
+  names+="${names:+, }$h"; classes+="${classes:+, }$c"; weights+="${weights:+, }1.0"
+done
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 versa="$build/versa"
 [ -x "$versa" ] || { echo "distill_evidence: $versa not found (make BUILD=$build)"; exit 1; }
@@ -77,15 +87,6 @@ if [ ! -f "$feats" ]; then
 fi
 
 # ---- stage 2 students ----
-names= classes= weights=
-for h in $HEADS; do
-  case $h in
-    birads) c="'1 2 3 4 5'" ;;
-    density) c="'A B C D'" ;;
-    *) echo "distill_evidence: HEADS: '$h' is not birads or density"; exit 1 ;;
-  esac
-  names+="${names:+, }$h"; classes+="${classes:+, }$c"; weights+="${weights:+, }1.0"
-done
 common=(configs/distill/enb0_cpu.yaml "data.prepared=$data/synth-vindr.h5" "teacher.features=$feats"
         "heads.names=[$names]" "heads.labels=[$names]" "heads.classes=[$classes]" "heads.weights=[$weights]"
         "teacher.feature=$TEACHER_FEATURE" "student.image_size=$SIZE" "student.static_padding_size=$SIZE"
