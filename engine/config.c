@@ -345,15 +345,12 @@ static int validate(const CfgSpec *spec, const char *where, const char *key, con
 
 enum { PUT_EXISTING = 0, PUT_ADD = 1 };
 
-/* Values are stored back into checkpoints as YAML (cfg_to_yaml), which must be UTF-8: a value
- * with other bytes (possible from a command-line override) is refused here rather than written
- * as a config that no longer loads (found by fuzz_config). */
-/* Text a YAML file can hold: well-formed UTF-8 (no overlong forms, surrogates or code points
- * past U+10FFFF) whose non-ASCII characters YAML allows (U+00A0-U+D7FF, U+E000-U+FFFD, U+10000
- * and up; ASCII controls are escaped by cfg_to_yaml) and does not read as line breaks (NEL,
- * U+2028, U+2029 fold to a space).  Anything else set from the
- * command line would be written into a checkpoint's config that libyaml then refuses to read
- * (findings 18 and 25 of fuzz_config). */
+/* Values are stored back into checkpoints as YAML (cfg_to_yaml), so they must be text a YAML file
+ * can hold: well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF) whose
+ * non-ASCII characters YAML allows (U+00A0-U+D7FF, U+E000-U+FFFD, U+10000 and up; ASCII controls
+ * are escaped by cfg_to_yaml) and does not read as line breaks (NEL, U+2028, U+2029 fold to a
+ * space).  Anything else set from the command line would be written into a checkpoint's config
+ * that libyaml then refuses to read (findings 18 and 25 of fuzz_config). */
 static int valid_utf8(const char *s) {
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
