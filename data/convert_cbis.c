@@ -117,7 +117,9 @@ static char *resolve(const char *root, const char *csv_path, int want_dir) {
     }
     free(q);
     const char *bases[2] = {root, alt};
-    for (int b = 0; b < 2; b++) {
+    /* the subject-folder fallback walks a folder: only a real subject name, never "", "." or ".." */
+    int subject_ok = subject[0] && strcmp(subject, ".") && strcmp(subject, "..");
+    for (int b = 0; b < 2 && subject_ok; b++) {
         char *dir = path_join(bases[b], subject);
         if (isdir(dir)) {
             if (want_dir) {
@@ -232,7 +234,7 @@ static int read_table(const char *root, const char *file, int is_mass, int split
         r->findings[f] = 1;
         if (!csv_is_empty(&c, i, c_roi)) {
             char *m = resolve(root, csv_get(&c, i, c_roi), 1);
-            raw_add_mask(r, m, f);
+            raw_add_mask(r, m, f, 1);
             free(m);
         }
         continue;

@@ -118,9 +118,9 @@ void raw_add_box(RawRecord *r, float x0, float y0, float x1, float y1, int label
     r->boxes[r->n_boxes++] = (PrepBox){x0, y0, x1, y1, label};
 }
 
-void raw_add_mask(RawRecord *r, const char *path, int box_label) {
+void raw_add_mask(RawRecord *r, const char *path, int box_label, int search) {
     PUSH(r->masks, r->n_masks, r->cap_masks);
-    r->masks[r->n_masks++] = (RawMaskRef){strdup(path), box_label};
+    r->masks[r->n_masks++] = (RawMaskRef){strdup(path), box_label, search};
 }
 
 void raw_add_polygon(RawRecord *r, const float *xy, int n, int to_mask, int box_label) {
@@ -223,48 +223,75 @@ static int is_binary(const Image *im) {
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* DICOM/PNG files below dir (recursive), sorted; returns count, *out malloc'd */
+/* A CBIS-DDSM ROI series folder holds the mask and the crop; a search that finds more images
+ * than this is not looking at one ROI folder and stops rather than decode them all. */
+#define MASK_SEARCH_MAX_FILES 64
+#define MASK_SEARCH_MAX_DEPTH 4
+
+/* DICOM/PNG files below dir (recursive, MASK_SEARCH_MAX_DEPTH levels) into *out; returns the
+ * count, or -1 once there are more than MASK_SEARCH_MAX_FILES. */
 static int list_images(const char *dir, char ***out, int *cap, int n, int depth) {
     DIR *d = opendir(dir);
     if (!d) return n;
     struct dirent *de;
-    while ((de = readdir(d))) {
+    while (n >= 0 && (de = readdir(d))) {
         if (de->d_name[0] == '.') continue;
         char *p = path_join(dir, de->d_name);
         if (is_dir(p)) {
-            if (depth < 6) n = list_images(p, out, cap, n, depth + 1);
+            if (depth < MASK_SEARCH_MAX_DEPTH) n = list_images(p, out, cap, n, depth + 1);
             free(p);
             continue;
         }
         const char *ext = strrchr(de->d_name, '.');
-        if (ext && (!strcasecmp(ext, ".dcm") || !strcasecmp(ext, ".dicom") || !strcasecmp(ext, ".png"))) {
-            if (n == *cap) {
-                *cap = *cap ? 2 * *cap : 8;
-                *out = xrealloc(*out, (size_t)*cap * sizeof **out);
-            }
-            (*out)[n++] = p;
-        } else {
+        if (!ext || (strcasecmp(ext, ".dcm") && strcasecmp(ext, ".dicom") && strcasecmp(ext, ".png"))) {
             free(p);
+            continue;
         }
+        if (n == MASK_SEARCH_MAX_FILES) {
+            free(p);
+            n = -1;
+            break;
+        }
+        if (n == *cap) {
+            *cap = *cap ? 2 * *cap : 8;
+            *out = xrealloc(*out, (size_t)*cap * sizeof **out);
+        }
+        (*out)[n++] = p;
     }
     closedir(d);
     return n;
 }
 
+/* 1 when dir lies strictly inside root (after resolving "..", "." and links). */
+static int is_inside(const char *dir, const char *root) {
+    char *d = root ? realpath(dir, NULL) : NULL, *r = root ? realpath(root, NULL) : NULL;
+    size_t lr = r ? strlen(r) : 0;
+    int in = d && r && strncmp(d, r, lr) == 0 && (d[lr] == '/' || (lr == 1 && d[1]));
+    free(d);
+    free(r);
+    return in;
+}
+
 /* Load the binary mask for ref: the file itself when it is binary and of the image's size, else
- * the first such sibling (CBIS-DDSM ROI folders hold the mask and the crop in no fixed order). */
-static int load_mask_ref(const RawMaskRef *ref, int W, int H, Image *out, Err *e) {
+ * (ref->search) the first such image in its folder tree (CBIS-DDSM ROI folders hold the mask and
+ * the crop in no fixed order).  The search never leaves the raw root. */
+static int load_mask_ref(const RawMaskRef *ref, const char *root, int W, int H, Image *out, Err *e) {
     Image m = {0};
     Err e1;
-    if (!is_dir(ref->path) && image_load(ref->path, &m, &e1) == 0) {
-        if (m.w == W && m.h == H && is_binary(&m)) {
-            *out = m;
-            return 0;
+    if (!is_dir(ref->path)) {
+        if (image_load(ref->path, &m, &e1) == 0) {
+            if (m.w == W && m.h == H && is_binary(&m)) {
+                *out = m;
+                return 0;
+            }
+            image_free(&m);
+            if (!ref->search) return err_set(e, "%s: not a binary mask of the image size %dx%d", ref->path, W, H);
+        } else if (!ref->search || path_exists(ref->path)) {
+            *e = e1;
+            return 1;
         }
-        image_free(&m);
-    } else if (!is_dir(ref->path) && path_exists(ref->path)) {
-        *e = e1;
-        return 1;
+    } else if (!ref->search) {
+        return err_set(e, "%s: a folder, not a mask image", ref->path);
     }
     /* search the directory (or the file's directory) */
     char *dir = strdup(ref->path);
@@ -273,8 +300,20 @@ static int load_mask_ref(const RawMaskRef *ref, int W, int H, Image *out, Err *e
         if (slash) *slash = 0;
         else strcpy(dir, ".");
     }
+    if (!is_inside(dir, root)) {
+        err_set(e, "%s: no mask there, and its folder is not inside the raw root %s to search", ref->path, root ? root : "(none)");
+        free(dir);
+        return 1;
+    }
     char **files = NULL;
     int cap = 0, n = list_images(dir, &files, &cap, 0, 0);
+    if (n < 0) {
+        err_set(e, "%s: more than %d images under %s; not searched for the ROI mask", ref->path, MASK_SEARCH_MAX_FILES, dir);
+        for (int k = 0; k < MASK_SEARCH_MAX_FILES; k++) free(files[k]);
+        free(files);
+        free(dir);
+        return 1;
+    }
     if (n > 1) qsort(files, (size_t)n, sizeof *files, cmp_str);
     int found = 0;
     for (int k = 0; k < n && !found; k++) {
@@ -360,7 +399,7 @@ static int convert_one(const RawRecord *r, const PrepSchema *schema, const Conve
     }
     for (int k = 0; k < r->n_masks; k++) {
         Image m;
-        if (load_mask_ref(&r->masks[k], im.w, im.h, &m, e)) {
+        if (load_mask_ref(&r->masks[k], o->raw_root, im.w, im.h, &m, e)) {
             free(bf);
             free(bl);
             goto done;

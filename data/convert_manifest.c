@@ -159,7 +159,7 @@ int convert_manifest(const ConvertOpts *o, ConvertStats *st, Err *e) {
         if (c_mask >= 0 && !is_missing(csv_get(&c, i, c_mask))) {
             const char *mp = csv_get(&c, i, c_mask);
             char *full = mp[0] == '/' ? strdup(mp) : path_join(base, mp);
-            raw_add_mask(r, full, -2);
+            raw_add_mask(r, full, -2, 0);
             free(full);
             r->annotated = 1;
         }

@@ -326,9 +326,10 @@ typedef struct RawShape {
 } RawShape;
 
 typedef struct RawMaskRef {
-    char *path;             /* a binary mask image of the source size, or a directory / a file
-                               whose siblings are searched for one (CBIS-DDSM ROI folders) */
+    char *path;             /* a binary mask image of the source size, or (search) a directory /
+                               a file whose siblings are searched for one (CBIS-DDSM ROI folders) */
     int box_label;          /* >= -1: a box of the mask's extent with this label; -2: none */
+    int search;             /* 1: search path's folder (inside the raw root only); 0: path itself */
 } RawMaskRef;
 
 typedef struct RawRecord {
@@ -357,7 +358,7 @@ typedef struct RawSet {
 RawRecord *rawset_add(RawSet *s);                  /* zeroed record, labels/view/split -1 */
 void rawset_free(RawSet *s);
 void raw_add_box(RawRecord *r, float x0, float y0, float x1, float y1, int label);
-void raw_add_mask(RawRecord *r, const char *path, int box_label);
+void raw_add_mask(RawRecord *r, const char *path, int box_label, int search);
 void raw_add_polygon(RawRecord *r, const float *xy, int n, int to_mask, int box_label);
 void raw_add_circle(RawRecord *r, float cx, float cy, float rad, int to_mask, int box_label);
 

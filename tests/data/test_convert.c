@@ -1131,6 +1131,52 @@ static void test_manifest(void **state) {
     assert_string_equal(e.msg, FX "/manifest/manifest.csv: missing column 'grades'");
 }
 
+/* A mask names one file.  The manifest's mask is that file or an error: never a search of its
+ * folder (fuzz_manifest: a mask of "/" walked and decoded the whole file system, a CI timeout;
+ * a non-binary mask was silently replaced by a binary sibling).  CBIS-DDSM's ROI-folder search
+ * stays inside the raw root. */
+static void test_mask_paths_are_exact(void **state) {
+    (void)state;
+    char root[400], out[512], csv[600];
+    Err e;
+    snprintf(root, sizeof root, "%s/manifest_m1", tmpdir);
+    snprintf(csv, sizeof csv, "%s/manifest.csv", root);
+    ConvertOpts o = opts_for(NULL, "m1.h5", out);
+    o.manifest = csv;
+    static const struct { const char *mask, *want; } cases[] = {
+        {"/", "/: a folder, not a mask image"},
+        {"img", "/img: a folder, not a mask image"},
+        {"img/case1.png", "/img/case1.png: not a binary mask of the image size"},
+        {"img/nowhere.png", "/img/nowhere.png: no such file"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        variant(FX "/manifest", root, "manifest.csv", "img/case0_mask.png", cases[k].mask);
+        assert_int_equal(convert_manifest(&o, NULL, &e), 1);
+        print_message("  %s\n", e.msg);
+        assert_non_null(strstr(e.msg, cases[k].want));
+        assert_int_equal(access(out, F_OK), -1);
+    }
+    /* a CBIS ROI path that climbs out of the raw root: refused, not searched */
+    snprintf(root, sizeof root, "%s/cbis_m1", tmpdir);
+    variant(FX "/cbis-ddsm", root, "calc_case_description_train_set.csv", "000001.dcm,Calc-Training",
+            "000001.dcm,../../Calc-Training");
+    o = opts_for(root, "c_m1.h5", out);
+    assert_int_equal(convert_cbis(&o, NULL, &e), 1);
+    print_message("  %s\n", e.msg);
+    assert_non_null(strstr(e.msg, "is not inside the raw root"));
+    /* a subject folder holding far more images than one ROI series: not decoded one by one */
+    variant(FX "/cbis-ddsm", root, "calc_case_description_train_set.csv", "222.4/000000.dcm\n", "222.9/000000.dcm\n");
+    for (int k = 0; k < 65; k++) {
+        char f[500];
+        snprintf(f, sizeof f, "%s/Calc-Training_P_00002_RIGHT_CC_1/extra/x%02d.png", root, k);
+        mkparent(f);
+        write_text(f, "");
+    }
+    assert_int_equal(convert_cbis(&o, NULL, &e), 1);
+    print_message("  %s\n", e.msg);
+    assert_non_null(strstr(e.msg, "more than 64 images under"));
+}
+
 /* the synthetic generator's VinDr- and CBIS-style output goes through the real converters */
 static void test_synth_datasets(void **state) {
     (void)state;
@@ -1216,6 +1262,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_embed),
         cmocka_unit_test(test_mias),
         cmocka_unit_test(test_manifest),
+        cmocka_unit_test(test_mask_paths_are_exact),
         cmocka_unit_test(test_synth_datasets),
     };
     return cmocka_run_group_tests_name(__FILE__, tests, setup, teardown);

@@ -83,7 +83,7 @@ static void test_replay_regressions(void **st) {
         total += replay_dir(dir, &TARGETS[k]);
     }
     print_message("replayed %d regression inputs\n", total);
-    assert_true(total >= 18);
+    assert_true(total >= 31);
 }
 
 static void test_replay_corpus(void **st) {
