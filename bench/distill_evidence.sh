@@ -128,6 +128,16 @@ awk -F, -v seeds="$SEEDS" -v steps="$STUDENT_STEPS" -v kinds="${kinds[*]} random
     key = task SUBSEP metric
     if (!(key in seen)) { seen[key] = 1; order[++n] = key }
     k2 = key SUBSEP kind; s1[k2] += v; s2[k2] += v * v; c[k2]++
+    if (match(model, /_s[0-9]+$/)) { sd = substr(model, RSTART + 2); val[k2 SUBSEP sd] = v; nseed[sd] = 1 }
+  }
+  # seeds on which the first distilled student beats `other` (students and random init share each seed)
+  function wins(key, kd, other,    sd, w, t) {
+    w = t = 0
+    for (sd in nseed)
+      if ((key SUBSEP kd SUBSEP sd) in val && (key SUBSEP other SUBSEP sd) in val) {
+        t++; w += val[key SUBSEP kd SUBSEP sd] > val[key SUBSEP other SUBSEP sd]
+      }
+    return t ? w "/" t : "-"
   }
   function cell(k2,    m, sd) {
     if (!(k2 in c)) return "-"
@@ -145,14 +155,18 @@ awk -F, -v seeds="$SEEDS" -v steps="$STUDENT_STEPS" -v kinds="${kinds[*]} random
     printf "(CE weight 10, relation term 1), teacher feature %s; seeds %s (mean +- sd when several).\n", tfeat, seeds
     printf "Tasks above the line were NOT supervised in stage 2.\n\n"
     nk = split(kinds, ks, " ")
-    printf "| task | metric |"; for (j = 1; j <= nk; j++) printf " %s |", name(ks[j]); printf "\n|---|---|"
-    for (j = 1; j <= nk; j++) printf "---|"; printf "\n"
+    ns = 0; for (sd in nseed) ns++
+    paired = ns > 1 && ks[1] ~ /^kd/   # the last column: per-seed wins of the first distilled student
+    printf "| task | metric |"; for (j = 1; j <= nk; j++) printf " %s |", name(ks[j])
+    if (paired) printf " %s > supervised, > random (seeds) |", name(ks[1])
+    printf "\n|---|---|"; for (j = 1; j <= nk + paired; j++) printf "---|"; printf "\n"
     for (pass = 0; pass < 2; pass++) {
-      if (pass == 1) { printf "| *supervised in stage 2:* | |"; for (j = 1; j <= nk; j++) printf " |"; printf "\n" }
+      if (pass == 1) { printf "| *supervised in stage 2:* | |"; for (j = 1; j <= nk + paired; j++) printf " |"; printf "\n" }
       for (i = 1; i <= n; i++) {
         split(order[i], kk, SUBSEP); if (sup(kk[1]) != pass) continue
         printf "| %s | %s |", kk[1], kk[2]
         for (j = 1; j <= nk; j++) printf " %s |", cell(order[i] SUBSEP ks[j])
+        if (paired) printf " %s, %s |", wins(order[i], ks[1], "supervised"), wins(order[i], ks[1], "random")
         printf "\n"
       }
     }
