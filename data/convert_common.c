@@ -307,30 +307,25 @@ static int load_mask_ref(const RawMaskRef *ref, const char *root, int W, int H, 
     }
     char **files = NULL;
     int cap = 0, n = list_images(dir, &files, &cap, 0, 0);
+    int listed = n < 0 ? MASK_SEARCH_MAX_FILES : n, found = 0;
     if (n < 0) {
         err_set(e, "%s: more than %d images under %s; not searched for the ROI mask", ref->path, MASK_SEARCH_MAX_FILES, dir);
-        for (int k = 0; k < MASK_SEARCH_MAX_FILES; k++) free(files[k]);
-        free(files);
-        free(dir);
-        return 1;
-    }
-    if (n > 1) qsort(files, (size_t)n, sizeof *files, cmp_str);
-    int found = 0;
-    for (int k = 0; k < n && !found; k++) {
-        if (image_load(files[k], &m, &e1) == 0) {
-            if (m.w == W && m.h == H && is_binary(&m)) found = 1;
-            else image_free(&m);
+    } else {
+        if (n > 1) qsort(files, (size_t)n, sizeof *files, cmp_str);
+        for (int k = 0; k < n && !found; k++) {
+            if (image_load(files[k], &m, &e1) == 0) {
+                if (m.w == W && m.h == H && is_binary(&m)) found = 1;
+                else image_free(&m);
+            }
         }
+        if (!found)
+            err_set(e, "%s: no binary mask of the image size %dx%d%s", ref->path, W, H,
+                    n ? " among the files there" : " (missing)");
     }
-    for (int k = 0; k < n; k++) free(files[k]);
+    for (int k = 0; k < listed; k++) free(files[k]);
     free(files);
-    if (!found) {
-        err_set(e, "%s: no binary mask of the image size %dx%d%s", ref->path, W, H,
-                n ? " among the files there" : " (missing)");
-        free(dir);
-        return 1;
-    }
     free(dir);
+    if (!found) return 1;
     *out = m;
     return 0;
 }
