@@ -247,8 +247,9 @@ typedef struct BenchCI {
     double value, lo, hi;
     int n_valid;           /* resamples where the statistic was defined */
 } BenchCI;
+/* resamples: NULL, or receives the (n_resamples, n_stats) resampled values (malloc'd; the caller frees) */
 int bench_bootstrap(BenchStatFn stat, const void *ud, size_t n, int n_stats, int n_resamples, uint64_t seed,
-                    double level, BenchCI *out);
+                    double level, BenchCI *out, double **resamples);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Protocols on cached features (bench/protocols.c) */
@@ -293,11 +294,27 @@ void bench_l2_normalize(float *x, size_t n, size_t d);
 typedef struct BenchMetric {
     char name[32];
     BenchCI ci;
+    float *boot;              /* (n_boot) the metric on each bootstrap resample, NaN where undefined (owned) */
+    int n_boot;
 } BenchMetric;
 typedef struct BenchMetrics {
     int n;
     BenchMetric m[BENCH_MAX_METRICS];
 } BenchMetrics;
+/* Appends n_stats metrics named prefix + names[s] with their CIs and their columns of the bootstrap
+ * values (resamples: (n_resamples, n_stats), as bench_bootstrap returns them; NULL keeps none). */
+void bench_metrics_add(BenchMetrics *out, const char *prefix, const char *const *names, int n_stats, const BenchCI *ci,
+                       const double *resamples, int n_resamples);
+void bench_metrics_free(BenchMetrics *m);
+
+/* Paired comparison of two models' metric on the same test set (a - b).  Both were bootstrapped
+ * with the same seed over the same items, so resample r of each is the same draw of test rows and
+ * the difference per resample is the difference's bootstrap distribution: much narrower than the
+ * two marginal CIs when the models err on the same rows.  out->value = a - b on the test set;
+ * lo / hi its percentile CI at `level` over the resamples where both are finite (n_valid);
+ * *p_le0 = the fraction of them where a - b <= 0 (a one-sided bootstrap p-value for "a > b").
+ * Returns 1 (and NaNs) when the two have no resamples or different numbers of them. */
+int bench_paired_diff(const BenchMetric *a, const BenchMetric *b, double level, BenchCI *out, double *p_le0);
 
 int bench_eval_classification(const int32_t *y, const float *prob, size_t n, int C, const BenchSettings *s,
                               uint64_t seed, const char *prefix, BenchMetrics *out, Err *e);
@@ -416,6 +433,7 @@ typedef struct BenchRunOpts {
     const char *out_dir;
     const char *const *only;              /* task id / category patterns */
     int n_only;
+    const char *baseline;                 /* NULL, or a model name: paired differences against it */
     int no_cache;
     int quiet;                            /* no progress lines */
 } BenchRunOpts;
@@ -439,6 +457,7 @@ typedef struct BenchRun {
     int *task_sel;                        /* selected task indices */
     int n_sel;
     BenchResult *res;                     /* n_models * n_sel, model-major */
+    int baseline;                         /* model index of --baseline, -1: none */
     double seconds;
 } BenchRun;
 
@@ -463,7 +482,8 @@ typedef struct BenchRanks {
 int bench_ranks(const BenchRun *run, BenchRanks *rk);
 void bench_ranks_free(BenchRanks *rk);
 
-/* results.csv, status.csv, report.md and ranks.png in out_dir */
+/* results.csv, status.csv, report.md and ranks.png in out_dir; with a baseline also paired.csv
+ * (model,task,metric,baseline,diff,ci_low,ci_high,p_le0) and its section of report.md */
 int bench_write_report(const BenchRun *run, const char *out_dir, Err *e);
 /* rank per task (one row per task, a dot per model) and the average ranks, 8-bit RGB PNG */
 int bench_plot_ranks(const BenchRun *run, const BenchRanks *rk, const char *png_path, Err *e);

@@ -291,7 +291,8 @@ double bench_percentile(double *x, size_t n, double q) {
 }
 
 int bench_bootstrap(BenchStatFn stat, const void *ud, size_t n, int n_stats, int n_resamples, uint64_t seed,
-                    double level, BenchCI *out) {
+                    double level, BenchCI *out, double **resamples) {
+    if (resamples) *resamples = NULL;
     if (n == 0 || n_stats < 1 || n > UINT32_MAX) return 1;
     double *point = malloc((size_t)n_stats * sizeof(double));
     stat(ud, NULL, n, point);
@@ -324,20 +325,59 @@ int bench_bootstrap(BenchStatFn stat, const void *ud, size_t n, int n_stats, int
         out[s].hi = bench_percentile(col, (size_t)n_resamples, (1 + level) / 2);
     }
     free(col);
-    free(vals);
+    if (resamples) *resamples = vals;
+    else free(vals);
     free(point);
     return 0;
 }
 
+int bench_paired_diff(const BenchMetric *a, const BenchMetric *b, double level, BenchCI *out, double *p_le0) {
+    *out = (BenchCI){a->ci.value - b->ci.value, NAN, NAN, 0};
+    *p_le0 = NAN;
+    if (!a->boot || !b->boot || a->n_boot != b->n_boot || a->n_boot < 1) return 1;
+    double *d = malloc((size_t)a->n_boot * sizeof(double));
+    size_t m = 0, le0 = 0;
+    for (int r = 0; r < a->n_boot; r++) {
+        double x = (double)a->boot[r] - (double)b->boot[r];
+        if (!isfinite(x)) continue;
+        d[m++] = x;
+        le0 += x <= 0;
+    }
+    out->n_valid = (int)m;
+    if (m > 0) {
+        *p_le0 = (double)le0 / (double)m;
+        out->lo = bench_percentile(d, m, (1 - level) / 2);
+        out->hi = bench_percentile(d, m, (1 + level) / 2);   // d is sorted and still holds the m values
+    }
+    free(d);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* test metrics with their CIs and resamples */
+
+void bench_metrics_add(BenchMetrics *out, const char *prefix, const char *const *names, int n_stats, const BenchCI *ci,
+                       const double *resamples, int n_resamples) {
+    for (int s = 0; s < n_stats && out->n < BENCH_MAX_METRICS; s++) {
+        BenchMetric *m = &out->m[out->n++];
+        snprintf(m->name, sizeof m->name, "%s%s", prefix ? prefix : "", names[s]);
+        m->ci = ci[s];
+        m->boot = NULL;
+        m->n_boot = 0;
+        if (!resamples || n_resamples < 1) continue;
+        m->boot = malloc((size_t)n_resamples * sizeof(float));
+        m->n_boot = n_resamples;
+        for (int r = 0; r < n_resamples; r++) m->boot[r] = (float)resamples[(size_t)r * n_stats + s];
+    }
+}
+
+void bench_metrics_free(BenchMetrics *m) {
+    for (int k = 0; k < m->n; k++) free(m->m[k].boot);
+    m->n = 0;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* evaluation of a protocol's test predictions */
-
-static void add_metric(BenchMetrics *out, const char *prefix, const char *name, BenchCI ci) {
-    if (out->n >= BENCH_MAX_METRICS) return;
-    BenchMetric *m = &out->m[out->n++];
-    snprintf(m->name, sizeof m->name, "%s%s", prefix ? prefix : "", name);
-    m->ci = ci;
-}
 
 typedef struct ClsStat {
     const int32_t *y, *pred;
@@ -373,9 +413,11 @@ int bench_eval_classification(const int32_t *y, const float *prob, size_t n, int
     }
     ClsStat s = {y, pred, prob, C, orders};
     BenchCI ci[4];
-    bench_bootstrap(cls_stat, &s, n, 4, st->boot_n, seed, st->boot_level, ci);
-    static const char *names[4] = {"auc", "bacc", "acc", "f1"};
-    for (int k = 0; k < 4; k++) add_metric(out, prefix, names[k], ci[k]);
+    double *boot;
+    bench_bootstrap(cls_stat, &s, n, 4, st->boot_n, seed, st->boot_level, ci, &boot);
+    static const char *const names[4] = {"auc", "bacc", "acc", "f1"};
+    bench_metrics_add(out, prefix, names, 4, ci, boot, st->boot_n);
+    free(boot);
     free(orders);
     free(pred);
     return 0;
@@ -407,9 +449,11 @@ int bench_eval_multilabel(const uint8_t *Y, const float *score, size_t n, int C,
     }
     MlStat s = {Y, score, C, st->threshold, orders};
     BenchCI ci[3];
-    bench_bootstrap(ml_stat, &s, n, 3, st->boot_n, seed, st->boot_level, ci);
-    static const char *names[3] = {"auc", "f1", "acc"};
-    for (int k = 0; k < 3; k++) add_metric(out, prefix, names[k], ci[k]);
+    double *boot;
+    bench_bootstrap(ml_stat, &s, n, 3, st->boot_n, seed, st->boot_level, ci, &boot);
+    static const char *const names[3] = {"auc", "f1", "acc"};
+    bench_metrics_add(out, prefix, names, 3, ci, boot, st->boot_n);
+    free(boot);
     free(orders);
     return 0;
 }
@@ -467,13 +511,17 @@ int bench_eval_retrieval(const BenchData *d, const BenchSettings *st, uint64_t s
     retrieval_per_query(q, qy, nq, db, dby, ndb, d->d, st->topk, st->n_topk, hits, ap);
     RetStat s = {hits, ap, st->n_topk};
     BenchCI ci[BENCH_MAX_TOPK + 1];
-    bench_bootstrap(ret_stat, &s, nq, st->n_topk + 1, st->boot_n, seed, st->boot_level, ci);
-    for (int k = 0; k < st->n_topk; k++) {
-        char nm[16];
-        snprintf(nm, sizeof nm, "top%d", st->topk[k]);
-        add_metric(out, NULL, nm, ci[k]);
+    double *boot;
+    bench_bootstrap(ret_stat, &s, nq, st->n_topk + 1, st->boot_n, seed, st->boot_level, ci, &boot);
+    char nm[BENCH_MAX_TOPK + 1][16];
+    const char *names[BENCH_MAX_TOPK + 1];
+    for (int k = 0; k <= st->n_topk; k++) {
+        if (k < st->n_topk) snprintf(nm[k], sizeof nm[k], "top%d", st->topk[k]);
+        else snprintf(nm[k], sizeof nm[k], "mapr");
+        names[k] = nm[k];
     }
-    add_metric(out, NULL, "mapr", ci[st->n_topk]);
+    bench_metrics_add(out, NULL, names, st->n_topk + 1, ci, boot, st->boot_n);
+    free(boot);
     free(q);
     free(db);
     free(qy);

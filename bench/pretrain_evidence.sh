@@ -96,7 +96,7 @@ log "probes: teacher vs random init ($SIZE px; GAP and CLS features)"
   --model "random=random:vit_tiny:16:$SIZE" \
   --model "teacher_cls=ckpt:$out/teacher/checkpoint.h5:teacher:$SIZE:feature=cls" \
   --model "init_cls=ckpt:$out/init/checkpoint.h5:teacher:$SIZE:feature=cls" \
-  input.mean=0.449 input.std=0.226 --quiet
+  --baseline init input.mean=0.449 input.std=0.226 --quiet
 
 # The ceilings (PyTorch, optional; CEILING=0 skips): a small CNN trained *with the labels* on the
 # same splits, and a logistic regression on intensity histograms — how much room each probe has
@@ -127,9 +127,13 @@ fi
   echo "initialisation (a 1-step run at LR 0: same seed, same LayerScale); teacher = after pretraining."
   echo "Features: GAP of the final-norm patch tokens (the paper's), and the final-norm CLS token (what DINO trains)."
   echo
+  echo "teacher - init: the difference on the test set; for GAP features with its paired bootstrap 95% CI"
+  echo "(the same resamples for both models, versa bench --baseline init) and P(difference <= 0)."
+  echo
   echo "| task | protocol | metric | feature | random (LS 1e-5) | init (teacher's step 0) | teacher | teacher - init |"
   echo "|---|---|---|---|---|---|---|---|"
-  awk -F, 'NR > 1 && ($4 ~ /auc$/ || $4 ~ /bacc$/) {
+  awk -F, 'FNR == NR { if (FNR > 1 && $1 == "teacher") pd[$2 "," $3] = sprintf("%+.3f [%+.3f, %+.3f] p %.3f", $5, $6, $7, $8); next }
+    FNR > 1 && ($4 ~ /auc$/ || $4 ~ /bacc$/) {
       key = $2 "," $4; v[$1 "," key] = $5; lo[$1 "," key] = $6; hi[$1 "," key] = $7
       if (!(key in seen)) { seen[key] = 1; order[n++] = key } }
     function cell(m, k) { return (m "," k) in v ? sprintf("%.3f [%.3f, %.3f]", v[m "," k], lo[m "," k], hi[m "," k]) : "" }
@@ -141,9 +145,10 @@ fi
         if (index(m, "_")) { p = m; sub(/_.*/, "", p); sub(/^[^_]*_/, "", mm) }
         sfx = f ? "_cls" : ""; t = "teacher" sfx "," order[i]; z = "init" sfx "," order[i]
         if (!(t in v) || !(z in v)) continue
-        printf "| %s | %s | %s | %s | %s | %s | %s | %+.3f |\n", k[1], p, mm, f ? "CLS" : "GAP",
-               f ? "" : cell("random", order[i]), cell("init" sfx, order[i]), cell("teacher" sfx, order[i]), v[t] - v[z]
-      } }' "$out/bench/results.csv"
+        d = (!f && (order[i] in pd)) ? pd[order[i]] : sprintf("%+.3f", v[t] - v[z])
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", k[1], p, mm, f ? "CLS" : "GAP",
+               f ? "" : cell("random", order[i]), cell("init" sfx, order[i]), cell("teacher" sfx, order[i]), d
+      } }' "$out/bench/paired.csv" "$out/bench/results.csv"
   if [ -f "$out/ceiling.txt" ]; then
     echo
     echo "Ceilings (bench/probe_ceiling.py: a 4-block CNN trained with the labels on the same train split,"

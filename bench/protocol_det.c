@@ -396,15 +396,13 @@ int bench_proto_detection(Ctx *c, const BenchModel *m, const BenchTask *t, const
     free(keep);
     DetStat ds = {im};
     BenchCI ci[5];
-    rc = bench_bootstrap(det_stat, &ds, nte, 5, st->boot_n, a->boot_seed, st->boot_level, ci);
+    double *boot;
+    rc = bench_bootstrap(det_stat, &ds, nte, 5, st->boot_n, a->boot_seed, st->boot_level, ci, &boot);
     if (rc) err_set(e, "bootstrap failed");
     if (!rc) {
-        static const char *names[5] = {"mean_iou", "map50", "froc_0.5", "froc_1", "froc_2"};
-        for (int i = 0; i < 5 && r->metrics.n < BENCH_MAX_METRICS; i++) {
-            BenchMetric *bm = &r->metrics.m[r->metrics.n++];
-            snprintf(bm->name, sizeof bm->name, "%s", names[i]);
-            bm->ci = ci[i];
-        }
+        static const char *const names[5] = {"mean_iou", "map50", "froc_0.5", "froc_1", "froc_2"};
+        bench_metrics_add(&r->metrics, NULL, names, 5, ci, boot, st->boot_n);
+        free(boot);
         DetDiag dg = det_diagnostics(im, nte);
         snprintf(r->detail, sizeof r->detail,
                  "faster_rcnn: FPN %d ch (%s), anchors %d sizes, %ld steps x %d images, loss %.3f -> %.3f; "

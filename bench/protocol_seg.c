@@ -252,14 +252,12 @@ int bench_proto_segmentation(Ctx *c, const BenchModel *m, const BenchTask *t, co
     free(pb);
     SegStat ss = {dice, iou};
     BenchCI ci[2];
-    rc = bench_bootstrap(seg_stat, &ss, nte, 2, st->boot_n, a->boot_seed, st->boot_level, ci);
+    double *boot;
+    rc = bench_bootstrap(seg_stat, &ss, nte, 2, st->boot_n, a->boot_seed, st->boot_level, ci, &boot);
     if (!rc) {
-        static const char *names[2] = {"dice", "iou"};
-        for (int i = 0; i < 2 && r->metrics.n < BENCH_MAX_METRICS; i++) {
-            BenchMetric *bm = &r->metrics.m[r->metrics.n++];
-            snprintf(bm->name, sizeof bm->name, "%s", names[i]);
-            bm->ci = ci[i];
-        }
+        static const char *const names[2] = {"dice", "iou"};
+        bench_metrics_add(&r->metrics, NULL, names, 2, ci, boot, st->boot_n);
+        free(boot);
         snprintf(r->detail, sizeof r->detail,
                  "unet: %s decoder (width %g), %ld steps x %d images, loss %.3f -> %.3f; test images with a mask: %zu, "
                  "foreground %.2f%% of pixels, predicted %.2f%% (max probability %.2f); ",

@@ -3,7 +3,9 @@
  *   status.csv    model,task,category,status,detail,n_train,n_val,n_test,seconds
  *   report.md     a table per category (primary metric with its CI, best in bold), every metric,
  *                 the paper's summary (rank per task, average rank, first places), tasks not run
- *   ranks.png     the ranks per task and the average ranks (bench/plot.c) */
+ *   ranks.png     the ranks per task and the average ranks (bench/plot.c)
+ *   paired.csv    with a baseline model: model,task,metric,baseline,diff,ci_low,ci_high,p_le0, every
+ *                 other model's paired bootstrap difference to it (bench_paired_diff) */
 #include "bench/bench.h"
 #include <unistd.h>
 #include <math.h>
@@ -111,6 +113,37 @@ static int write_csvs(const BenchRun *run, const char *dir, Err *e) {
     return 0;
 }
 
+/* the paired difference of model mi to the baseline on one metric of task ti; 1 when there is none
+ * (either model did not complete the task, or their test sets differ) */
+static int paired(const BenchRun *run, int mi, int ti, const char *metric, BenchCI *d, double *p_le0) {
+    const BenchResult *r = &run->res[(size_t)mi * run->n_sel + ti], *b = &run->res[(size_t)run->baseline * run->n_sel + ti];
+    if (r->status != BENCH_OK || b->status != BENCH_OK || r->n_split[PREP_SPLIT_TEST] != b->n_split[PREP_SPLIT_TEST]) return 1;
+    const BenchMetric *m = bench_result_metric(r, metric), *mb = bench_result_metric(b, metric);
+    return !m || !mb || bench_paired_diff(m, mb, run->reg.set.boot_level, d, p_le0);
+}
+
+static int write_paired_csv(const BenchRun *run, const char *dir, Err *e) {
+    char p[1200];
+    snprintf(p, sizeof p, "%s/paired.csv", dir);
+    FILE *f = fopen(p, "w");
+    if (!f) return err_set(e, "%s: cannot write", p);
+    fprintf(f, "model,task,metric,baseline,diff,ci_low,ci_high,p_le0\n");
+    for (int ti = 0; ti < run->n_sel; ti++)
+        for (int mi = 0; mi < run->n_models; mi++) {
+            const BenchResult *r = &run->res[(size_t)mi * run->n_sel + ti];
+            if (mi == run->baseline || r->status != BENCH_OK) continue;
+            for (int k = 0; k < r->metrics.n; k++) {
+                BenchCI d;
+                double p0;
+                if (paired(run, mi, ti, r->metrics.m[k].name, &d, &p0)) continue;
+                fprintf(f, "%s,%s,%s,%s,%.6f,%.6f,%.6f,%.4f\n", run->model_names[mi], run->reg.tasks[r->task].id,
+                        r->metrics.m[k].name, run->model_names[run->baseline], d.value, d.lo, d.hi, p0);
+            }
+        }
+    if (fclose(f)) return err_set(e, "%s: write failed", p);
+    return 0;
+}
+
 /* `first`: the leading column titles, '|'-separated */
 static void model_header(FILE *f, const BenchRun *run, const char *first) {
     fprintf(f, "| %s |", first);
@@ -197,6 +230,29 @@ static int write_markdown(const BenchRun *run, const BenchRanks *rk, const char 
         fputc('\n', f);
     }
 
+    if (run->baseline >= 0) {
+        const char *base = run->model_names[run->baseline];
+        fprintf(f, "## Paired differences against %s\n\nEvery model minus %s on each task's primary metric, on the same "
+                   "bootstrap resamples of the test set: the difference, its %.0f%% CI and P(difference <= 0) over the "
+                   "resamples (every metric: paired.csv).  Narrower than comparing the two marginal CIs, because both "
+                   "models are scored on the same drawn rows.\n\n",
+                base, base, 100 * s->boot_level);
+        model_header(f, run, "task | metric");
+        for (int ti = 0; ti < run->n_sel; ti++) {
+            const BenchTask *t = &run->reg.tasks[run->task_sel[ti]];
+            fprintf(f, "| %s | %s |", t->id, t->metric);
+            for (int mi = 0; mi < run->n_models; mi++) {
+                BenchCI d;
+                double p0;
+                if (mi == run->baseline) fprintf(f, " (baseline) |");
+                else if (paired(run, mi, ti, t->metric, &d, &p0)) fprintf(f, " – |");
+                else fprintf(f, " %+.3f [%+.3f, %+.3f] p %.3f |", d.value, d.lo, d.hi, p0);
+            }
+            fputc('\n', f);
+        }
+        fputc('\n', f);
+    }
+
     /* per category */
     for (int cat = 0; cat < BENCH_N_CATEGORIES; cat++) {
         int any = 0;
@@ -273,7 +329,8 @@ static int write_markdown(const BenchRun *run, const BenchRanks *rk, const char 
 int bench_write_report(const BenchRun *run, const char *out_dir, Err *e) {
     BenchRanks rk;
     bench_ranks(run, &rk);
-    int rc = write_csvs(run, out_dir, e) || write_markdown(run, &rk, out_dir, e);
+    int rc = write_csvs(run, out_dir, e) || (run->baseline >= 0 && write_paired_csv(run, out_dir, e)) ||
+             write_markdown(run, &rk, out_dir, e);
     if (!rc) {
         char p[1200];
         snprintf(p, sizeof p, "%s/ranks.png", out_dir);

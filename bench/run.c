@@ -375,6 +375,10 @@ int bench_run(const BenchRunOpts *o, BenchRun *run, Err *e) {
     for (int i = 0; i < o->n_models; i++)
         for (int j = 0; j < i; j++)
             if (!strcmp(o->models[i].name, o->models[j].name)) return err_set(e, "model name '%s' is given twice", o->models[i].name);
+    run->baseline = -1;
+    for (int i = 0; o->baseline && i < o->n_models; i++)
+        if (!strcmp(o->models[i].name, o->baseline)) run->baseline = i;
+    if (o->baseline && run->baseline < 0) return err_set(e, "--baseline %s: no --model of that name", o->baseline);
     if (make_dirs(o->out_dir, e)) return 1;
     /* every model is loaded before any task runs, so a bad spec fails at once */
     BenchModel *models = calloc((size_t)o->n_models, sizeof(BenchModel));
@@ -421,6 +425,7 @@ void bench_run_free(BenchRun *run) {
     free(run->model_specs);
     free(run->model_descs);
     free(run->task_sel);
+    for (size_t i = 0; run->res && i < (size_t)run->n_models * run->n_sel; i++) bench_metrics_free(&run->res[i].metrics);
     free(run->res);
     memset(run, 0, sizeof *run);
 }

@@ -11,7 +11,8 @@
 
 static void usage(void) {
     printf("usage: versa bench --suite SUITE --model NAME=SPEC [--model NAME=SPEC ...] --data-root DIR\n"
-           "                   --out DIR [--tasks FILE.yaml ...] [--only PATTERN,...] [--no-cache] [--quiet]\n"
+           "                   --out DIR [--tasks FILE.yaml ...] [--only PATTERN,...] [--baseline NAME]\n"
+           "                   [--no-cache] [--quiet]\n"
            "                   [key=value ...]\n"
            "       versa bench --list [--suite SUITE] [--tasks FILE.yaml ...] [--data-root DIR]\n"
            "       versa bench --make-synthetic DIR [--patients N] [--seed S] [--size WxH] [--acquisition X]\n\n"
@@ -38,6 +39,8 @@ static void usage(void) {
            "  --list              one line per task: category, unit, protocols, dataset present/missing\n"
            "  --tasks FILE.yaml   more datasets/tasks (e.g. a private cohort), merged into the suite\n"
            "  --only PATTERNS     comma-separated globs on task ids or categories (cbis_*,retrieval)\n"
+           "  --baseline NAME     paired bootstrap differences of every other model to model NAME on the\n"
+           "                      same test resamples (OUT/paired.csv and a section of report.md)\n"
            "  --no-cache          extract features again and do not write the cache\n"
            "  --quiet             no progress lines\n"
            "  --make-synthetic D  synthesise VinDr/CBIS-layout datasets and prepare them into D\n"
@@ -89,7 +92,7 @@ int cmd_bench(int argc, char **argv) {
         usage();
         return 0;
     }
-    const char *suite = NULL, *data_root = ".", *out = NULL, *synth_dir = NULL;
+    const char *suite = NULL, *data_root = ".", *out = NULL, *synth_dir = NULL, *baseline = NULL;
     const char *tasks[MAX_ARGS], *overrides[MAX_ARGS], *only[MAX_ARGS];
     BenchModelSpec models[MAX_ARGS];
     char only_buf[1024] = "", model_buf[MAX_ARGS][600];
@@ -107,6 +110,7 @@ int cmd_bench(int argc, char **argv) {
             else if (!strcmp(a, "--data-root")) data_root = v;
             else if (!strcmp(a, "--out")) out = v;
             else if (!strcmp(a, "--make-synthetic")) synth_dir = v;
+            else if (!strcmp(a, "--baseline")) baseline = v;
             else if (!strcmp(a, "--patients") || !strcmp(a, "--seed") || !strcmp(a, "--size") || !strcmp(a, "--acquisition"))
                 synth_opt = a;
             else if (!strcmp(a, "--tasks")) {
@@ -158,7 +162,8 @@ int cmd_bench(int argc, char **argv) {
     }
     BenchRunOpts o = {.suite = suite, .task_files = tasks, .n_task_files = n_tasks, .overrides = overrides,
                       .n_overrides = n_over, .models = models, .n_models = n_models, .data_root = data_root,
-                      .out_dir = out, .only = only, .n_only = n_only, .no_cache = no_cache, .quiet = quiet};
+                      .out_dir = out, .only = only, .n_only = n_only, .baseline = baseline, .no_cache = no_cache,
+                      .quiet = quiet};
     BenchRun run;
     if (bench_run(&o, &run, &e)) {
         bench_run_free(&run);

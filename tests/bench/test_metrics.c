@@ -127,6 +127,7 @@ static void test_multiclass_vs_sklearn(void **st) {
     assert_string_equal(m.m[0].name, "knn_auc");
     CHECK("evaluator auc", m.m[0].ci.value, get1(r, "multiclass/auc"), TOL);
     CHECK("evaluator f1", m.m[3].ci.value, get1(r, "multiclass/f1"), TOL);
+    bench_metrics_free(&m);
     free(prob);
     free(y);
     free(w);
@@ -199,6 +200,7 @@ static void test_retrieval_vs_numpy(void **st) {
     assert_string_equal(m.m[3].name, "mapr");
     CHECK("mapr", m.m[3].ci.value, get1(r, "retrieval/mapr"), 1e-6);
     for (int j = 0; j < 4; j++) assert_true(m.m[j].ci.lo <= m.m[j].ci.value && m.m[j].ci.value <= m.m[j].ci.hi);
+    bench_metrics_free(&m);
     free(qy);
     free(dby);
     free(q);
@@ -291,7 +293,7 @@ static void test_bootstrap_known_case(void **st) {
     }
     AccUd ud = {y, pred};
     BenchCI a, b, c, d1;
-    assert_int_equal(bench_bootstrap(acc_stat, &ud, n, 1, 1000, 42, 0.95, &a), 0);
+    assert_int_equal(bench_bootstrap(acc_stat, &ud, n, 1, 1000, 42, 0.95, &a, NULL), 0);
     double half = 1.96 * sqrt(0.7 * 0.3 / n);
     print_message("  accuracy 0.70 on n=%zu: CI [%.4f, %.4f], width %.4f (normal approximation %.4f)\n", n, a.lo, a.hi,
                   a.hi - a.lo, 2 * half);
@@ -303,16 +305,71 @@ static void test_bootstrap_known_case(void **st) {
     /* same seed -> the same interval, on any thread count; another seed -> another one */
     int nt = omp_get_max_threads();
     omp_set_num_threads(1);
-    assert_int_equal(bench_bootstrap(acc_stat, &ud, n, 1, 1000, 42, 0.95, &b), 0);
+    assert_int_equal(bench_bootstrap(acc_stat, &ud, n, 1, 1000, 42, 0.95, &b, NULL), 0);
     omp_set_num_threads(nt);
     assert_true(a.lo == b.lo && a.hi == b.hi);
-    assert_int_equal(bench_bootstrap(acc_stat, &ud, n, 1, 1000, 43, 0.95, &c), 0);
+    assert_int_equal(bench_bootstrap(acc_stat, &ud, n, 1, 1000, 43, 0.95, &c, NULL), 0);
     assert_true(c.lo != a.lo || c.hi != a.hi);
     /* a wider level gives a wider interval */
-    assert_int_equal(bench_bootstrap(acc_stat, &ud, n, 1, 1000, 42, 0.99, &d1), 0);
+    assert_int_equal(bench_bootstrap(acc_stat, &ud, n, 1, 1000, 42, 0.99, &d1, NULL), 0);
     assert_true(d1.lo <= a.lo && d1.hi >= a.hi && d1.hi - d1.lo > a.hi - a.lo);
     free(y);
     free(pred);
+}
+
+/* Paired differences: B is right wherever A is, and on 5% more rows (i % 20 == 7).  On every
+ * resample B - A is the fraction of drawn rows of that 5%: Binomial(n, 0.05) / n, so the paired
+ * 95% interval is about 0.05 +- 1.96 sqrt(0.05 * 0.95 / n) and excludes 0, while the two marginal
+ * intervals overlap (the comparison the paired one replaces). */
+static void eval_predictions(const int32_t *y, const int32_t *pred, size_t n, BenchMetrics *m) {
+    float *prob = calloc(n * 3, sizeof(float));
+    for (size_t i = 0; i < n; i++) prob[i * 3 + (size_t)pred[i]] = 1.0f;
+    BenchSettings s = {.boot_n = 1000, .boot_level = 0.95};
+    Err e = {0};
+    assert_int_equal(bench_eval_classification(y, prob, n, 3, &s, 42, "", m, &e), 0);
+    free(prob);
+}
+
+static void test_paired_difference(void **st) {
+    (void)st;
+    const size_t n = 400;
+    int32_t *y = malloc(n * sizeof(int32_t)), *pa = malloc(n * sizeof(int32_t)), *pb = malloc(n * sizeof(int32_t));
+    for (size_t i = 0; i < n; i++) {
+        y[i] = (int32_t)(i % 3);
+        pa[i] = i % 10 < 7 ? y[i] : (y[i] + 1) % 3;   /* 70% correct */
+        pb[i] = i % 10 < 7 || i % 20 == 7 ? y[i] : (y[i] + 1) % 3;   /* 75% */
+    }
+    BenchMetrics ma = {0}, mb = {0};
+    eval_predictions(y, pa, n, &ma);
+    eval_predictions(y, pb, n, &mb);
+    const BenchMetric *a = &ma.m[2], *b = &mb.m[2];
+    assert_string_equal(a->name, "acc");
+    assert_int_equal(a->n_boot, 1000);
+    BenchCI d;
+    double p;
+    assert_int_equal(bench_paired_diff(b, a, 0.95, &d, &p), 0);
+    double half = 1.96 * sqrt(0.05 * 0.95 / n);
+    print_message("  acc 0.75 vs 0.70: marginal [%.3f, %.3f] vs [%.3f, %.3f]; paired +%.3f [%.4f, %.4f] (normal %.4f), "
+                  "P(diff <= 0) %.3f\n", b->ci.lo, b->ci.hi, a->ci.lo, a->ci.hi, d.value, d.lo, d.hi, half, p);
+    CHECK("paired value", d.value, 0.05, 1e-12);
+    assert_int_equal(d.n_valid, 1000);
+    CHECK("paired CI width", d.hi - d.lo, 2 * half, 0.008);
+    assert_true(d.lo > 0 && d.lo < d.value && d.value < d.hi);
+    assert_true(p == 0.0);
+    assert_true(b->ci.lo < a->ci.hi);   /* the marginal intervals overlap */
+    /* against itself: exactly zero on every resample */
+    assert_int_equal(bench_paired_diff(a, a, 0.95, &d, &p), 0);
+    assert_true(d.value == 0 && d.lo == 0 && d.hi == 0 && p == 1.0);
+    /* resamples of different lengths cannot be paired */
+    BenchMetric short_b = *b;
+    short_b.n_boot = 999;
+    assert_int_equal(bench_paired_diff(&short_b, a, 0.95, &d, &p), 1);
+    assert_true(isnan(d.lo) && isnan(p));
+    bench_metrics_free(&ma);
+    bench_metrics_free(&mb);
+    free(y);
+    free(pa);
+    free(pb);
 }
 
 /* a perfect classifier: every resample has AUC 1 and accuracy 1 */
@@ -333,6 +390,7 @@ static void test_eval_perfect(void **st) {
     for (int k = 0; k < m.n; k++) {
         assert_true(m.m[k].ci.value == 1.0 && m.m[k].ci.lo == 1.0 && m.m[k].ci.hi == 1.0);
     }
+    bench_metrics_free(&m);
 }
 
 /* Dice / IoU and the detection metrics (bench/protocol_seg.c, protocol_det.c) on cases worked out
@@ -393,6 +451,7 @@ int main(void) {
         cmocka_unit_test(test_knn_vs_dino_rule),
         cmocka_unit_test(test_percentile_vs_numpy),
         cmocka_unit_test(test_bootstrap_known_case),
+        cmocka_unit_test(test_paired_difference),
         cmocka_unit_test(test_eval_perfect),
         cmocka_unit_test(test_dice_iou_hand_cases),
         cmocka_unit_test(test_detection_metrics_hand_case),

@@ -145,10 +145,12 @@ static void test_protocols_beat_chance(void **st) {
     (void)st;
     char suite[300];
     BenchRunOpts o = opts(suite, sizeof suite);
+    o.baseline = "enb0";
     BenchRun run;
     Err e = {0};
     if (bench_run(&o, &run, &e)) fail_msg("%s", e.msg);
     assert_int_equal(run.n_sel, 11);
+    assert_int_equal(run.baseline, 1);
     for (int m = 0; m < 2; m++) {
         const char *nm = MODELS[m].name;
         const BenchResult *r = result(&run, m, "density");
@@ -260,6 +262,30 @@ static void test_protocols_beat_chance(void **st) {
     assert_non_null(strstr(md, "## detection"));
     assert_non_null(strstr(md, "## vqa"));
     assert_non_null(strstr(md, "sheets/mass_seg.vit.png"));
+    assert_non_null(strstr(md, "## Paired differences against enb0"));
+    /* paired.csv: one row per metric of every task both models completed, vit - enb0 */
+    snprintf(f, sizeof f, "%s/paired.csv", o.out_dir);
+    fp = fopen(f, "r");
+    assert_non_null(fp);
+    assert_non_null(fgets(line, sizeof line, fp));
+    assert_string_equal(line, "model,task,metric,baseline,diff,ci_low,ci_high,p_le0\n");
+    int prows = 0, pwant = 0, separated = 0;
+    while (fgets(line, sizeof line, fp)) {
+        char task[64], name[32];
+        double d, lo, hi, p0;
+        assert_int_equal(sscanf(line, "vit,%63[^,],%31[^,],enb0,%lf,%lf,%lf,%lf", task, name, &d, &lo, &hi, &p0), 6);
+        double want_d = metric(result(&run, 0, task), name) - metric(result(&run, 1, task), name);
+        if (fabs(d - want_d) > 2e-6) fail_msg("paired %s %s: %.6f, results give %.6f", task, name, d, want_d);
+        assert_true(p0 >= 0 && p0 <= 1);
+        if (isfinite(lo)) assert_true(lo <= hi);
+        separated += isfinite(lo) && (lo > 0 || hi < 0);
+        prows++;
+    }
+    fclose(fp);
+    for (int ti = 0; ti < run.n_sel; ti++)
+        if (run.res[ti].status == BENCH_OK && run.res[run.n_sel + ti].status == BENCH_OK) pwant += run.res[ti].metrics.n;
+    assert_int_equal(prows, pwant);
+    print_message("  paired.csv: %d rows, %d with a CI that excludes 0\n", prows, separated);
     snprintf(f, sizeof f, "%s/ranks.png", o.out_dir);
     fp = fopen(f, "rb");
     assert_non_null(fp);
@@ -323,6 +349,16 @@ static void test_cli(void **st) {
     fclose(f);
     print_message("  bad spec: %s", buf);
     assert_non_null(strstr(buf, "vit_huge"));
+    snprintf(cmd, sizeof cmd, "%s bench --suite %s/suite.yaml --data-root %s --out %s/cli --model x=random:vit_tiny:16:32 "
+             "--baseline nosuch > %s 2>&1", bin, g_dir, g_dir, g_dir, out);
+    rc = system(cmd);
+    assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
+    f = fopen(out, "r");
+    n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    print_message("  bad baseline: %s", buf);
+    assert_non_null(strstr(buf, "--baseline nosuch: no --model of that name"));
 }
 
 int main(void) {
