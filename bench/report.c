@@ -80,12 +80,19 @@ static void md_cell(FILE *f, const char *s) {   /* '|' would split a markdown ce
 
 static const char *task_category(const BenchTask *t) { return bench_category_name(t->category); }
 
+/* dir/name opened for writing with its header line; NULL (and e set) when it cannot be */
+static FILE *csv_create(const char *dir, const char *name, const char *header, char *p, size_t np, Err *e) {
+    snprintf(p, np, "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    if (!f) err_set(e, "%s: cannot write", p);
+    else fprintf(f, "%s\n", header);
+    return f;
+}
+
 static int write_csvs(const BenchRun *run, const char *dir, Err *e) {
     char p[1200];
-    snprintf(p, sizeof p, "%s/results.csv", dir);
-    FILE *f = fopen(p, "w");
-    if (!f) return err_set(e, "%s: cannot write", p);
-    fprintf(f, "model,task,category,metric,value,ci_low,ci_high\n");
+    FILE *f = csv_create(dir, "results.csv", "model,task,category,metric,value,ci_low,ci_high", p, sizeof p, e);
+    if (!f) return 1;
     for (int ti = 0; ti < run->n_sel; ti++)
         for (int mi = 0; mi < run->n_models; mi++) {
             const BenchResult *r = &run->res[(size_t)mi * run->n_sel + ti];
@@ -98,9 +105,8 @@ static int write_csvs(const BenchRun *run, const char *dir, Err *e) {
             }
         }
     if (fclose(f)) return err_set(e, "%s: write failed", p);
-    snprintf(p, sizeof p, "%s/status.csv", dir);
-    if (!(f = fopen(p, "w"))) return err_set(e, "%s: cannot write", p);
-    fprintf(f, "model,task,category,status,detail,n_train,n_val,n_test,seconds\n");
+    if (!(f = csv_create(dir, "status.csv", "model,task,category,status,detail,n_train,n_val,n_test,seconds", p, sizeof p, e)))
+        return 1;
     for (int ti = 0; ti < run->n_sel; ti++)
         for (int mi = 0; mi < run->n_models; mi++) {
             const BenchResult *r = &run->res[(size_t)mi * run->n_sel + ti];
@@ -124,10 +130,8 @@ static int paired(const BenchRun *run, int mi, int ti, const char *metric, Bench
 
 static int write_paired_csv(const BenchRun *run, const char *dir, Err *e) {
     char p[1200];
-    snprintf(p, sizeof p, "%s/paired.csv", dir);
-    FILE *f = fopen(p, "w");
-    if (!f) return err_set(e, "%s: cannot write", p);
-    fprintf(f, "model,task,metric,baseline,diff,ci_low,ci_high,p_le0\n");
+    FILE *f = csv_create(dir, "paired.csv", "model,task,metric,baseline,diff,ci_low,ci_high,p_le0", p, sizeof p, e);
+    if (!f) return 1;
     for (int ti = 0; ti < run->n_sel; ti++)
         for (int mi = 0; mi < run->n_models; mi++) {
             const BenchResult *r = &run->res[(size_t)mi * run->n_sel + ti];

@@ -319,6 +319,20 @@ static void test_protocols_beat_chance(void **st) {
     bench_run_free(&run);
 }
 
+/* `versa bench` on the test suite with `args` must exit 1; its output (stdout + stderr) in buf */
+static void bench_must_fail(const char *bin, const char *args, const char *out, char *buf, size_t nbuf) {
+    char cmd[2400];
+    snprintf(cmd, sizeof cmd, "%s bench --suite %s/suite.yaml --data-root %s --out %s/cli %s > %s 2>&1", bin, g_dir, g_dir,
+             g_dir, args, out);
+    int rc = system(cmd);
+    assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
+    FILE *f = fopen(out, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, nbuf - 1, f);
+    buf[n] = 0;
+    fclose(f);
+}
+
 /* `versa bench --list` and a bad model spec through the program */
 static void test_cli(void **st) {
     (void)st;
@@ -339,24 +353,10 @@ static void test_cli(void **st) {
     fclose(f);
     assert_non_null(strstr(buf, "e2e: 11 tasks"));
     assert_non_null(strstr(buf, "nowhere.h5"));
-    snprintf(cmd, sizeof cmd, "%s bench --suite %s/suite.yaml --data-root %s --out %s/cli --model x=random:vit_huge:16 > %s 2>&1",
-             bin, g_dir, g_dir, g_dir, out);
-    int rc = system(cmd);
-    assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
-    f = fopen(out, "r");
-    n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = 0;
-    fclose(f);
+    bench_must_fail(bin, "--model x=random:vit_huge:16", out, buf, sizeof buf);
     print_message("  bad spec: %s", buf);
     assert_non_null(strstr(buf, "vit_huge"));
-    snprintf(cmd, sizeof cmd, "%s bench --suite %s/suite.yaml --data-root %s --out %s/cli --model x=random:vit_tiny:16:32 "
-             "--baseline nosuch > %s 2>&1", bin, g_dir, g_dir, g_dir, out);
-    rc = system(cmd);
-    assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
-    f = fopen(out, "r");
-    n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = 0;
-    fclose(f);
+    bench_must_fail(bin, "--model x=random:vit_tiny:16:32 --baseline nosuch", out, buf, sizeof buf);
     print_message("  bad baseline: %s", buf);
     assert_non_null(strstr(buf, "--baseline nosuch: no --model of that name"));
 }
