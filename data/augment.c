@@ -240,6 +240,10 @@ void adjust_contrast_f32(float *x, size_t n, float factor) {
     for (size_t i = 0; i < n; i++) x[i] = clamp01(factor * x[i] + b);
 }
 
+void adjust_gamma_f32(float *x, size_t n, float gamma) {
+    for (size_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? powf(x[i], gamma) : 0.0f;
+}
+
 void solarize_f32(float *x, size_t n, float threshold) {
     for (size_t i = 0; i < n; i++)
         if (x[i] >= threshold) x[i] = 1.0f - x[i];
@@ -381,6 +385,8 @@ int multicrop_validate(const MultiCropConfig *c, Err *e) {
     if (bad_prob(c->flip_p) || bad_prob(c->jitter_p) || bad_prob(c->solarize_p) || bad_prob(c->blur_p[0]) ||
         bad_prob(c->blur_p[1]) || bad_prob(c->blur_p[2]))
         return err_set(e, "crops: probabilities (flip, jitter, blur, solarize) must be in [0, 1]");
+    if (!(c->gamma >= 0.0f && c->gamma <= 2.0f))
+        return err_set(e, "crops.gamma: %g must be in [0, 2]", (double)c->gamma);
     if (c->blur_kernel < 1 || c->blur_kernel > 65 || c->blur_kernel % 2 == 0)
         return err_set(e, "crops.blur_kernel: %d must be odd and in [1, 65]", c->blur_kernel);
     if (!(c->blur_sigma[0] > 0.0f && c->blur_sigma[0] <= c->blur_sigma[1]))
@@ -396,7 +402,7 @@ int multicrop_validate(const MultiCropConfig *c, Err *e) {
 static void one_crop(const float *img, int w, int h, const MultiCropConfig *cfg, Rng *r, int size,
                      const float scale[2], float blur_p, int solarize, float *out, CropInfo *ci,
                      AugWork *ws) {
-    CropInfo info = {.brightness = 1.0f, .contrast = 1.0f};
+    CropInfo info = {.brightness = 1.0f, .contrast = 1.0f, .gamma = 1.0f};
     info.box = rrc_params(r, w, h, scale, cfg->ratio);
     size_t n = (size_t)size * size;
     float *x = out;   /* work in channel 0 of the output, replicate at the end */
@@ -417,6 +423,11 @@ static void one_crop(const float *img, int w, int h, const MultiCropConfig *cfg,
         } else {
             adjust_brightness_f32(x, n, info.brightness);
             adjust_contrast_f32(x, n, info.contrast);
+        }
+        /* drawn only when enabled, so the DINOv2 default keeps its random stream */
+        if (cfg->gamma > 0.0f) {
+            info.gamma = expf(uniform_in(r, -cfg->gamma, cfg->gamma));
+            adjust_gamma_f32(x, n, info.gamma);
         }
     }
     float pb = cfg->blur_dinov2_quirk ? 1.0f - blur_p : blur_p;

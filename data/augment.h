@@ -21,6 +21,9 @@
  *   - ColorJitter(brightness b, contrast c): factors U(1-b, 1+b), U(1-c, 1+c), applied in a random
  *     order; contrast blends with the image mean; results clamped to [0, 1].  Saturation and hue
  *     are no-ops on gray images and are not drawn.
+ *   - Gamma (not in DINOv2; off by default): inside the same jitter, after brightness/contrast,
+ *     x -> x^g with ln g ~ U(-gamma, gamma).  Mammograms from different vendors differ in their
+ *     display curve as much as in gain and offset; without it the curve identifies an image.
  *   - Solarize(threshold): x >= threshold -> 1 - x.
  *
  * Blur probabilities: `blur_p` are the probabilities with which the blur is *applied*.  Upstream
@@ -69,6 +72,7 @@ void gaussian_blur_f32(float *img, int w, int h, int ksize, float sigma, AugWork
 void adjust_brightness_f32(float *x, size_t n, float factor);
 /* x = clamp(factor * x + (1 - factor) * mean(x), 0, 1) */
 void adjust_contrast_f32(float *x, size_t n, float factor);
+void adjust_gamma_f32(float *x, size_t n, float gamma);   /* x in [0, 1] -> x^gamma */
 /* x >= threshold -> 1 - x */
 void solarize_f32(float *x, size_t n, float threshold);
 
@@ -104,6 +108,7 @@ typedef struct MultiCropConfig {
     float flip_p;               /* 0.5 */
     float jitter_p;             /* 0.8 */
     float brightness, contrast; /* 0.4, 0.4 */
+    float gamma;                /* 0 (off): with the jitter, x -> x^g, ln g ~ U(-gamma, gamma) */
     float blur_p[3];            /* applied with prob: global 1, global 2, locals = 1.0, 0.1, 0.5 */
     int blur_dinov2_quirk;      /* 1: apply with 1 - blur_p (upstream DINOv2 behaviour) */
     int blur_kernel;            /* 9 */
@@ -125,6 +130,7 @@ typedef struct CropInfo {
     int flipped;
     int jittered;
     float brightness, contrast;  /* factors (1 when not jittered) */
+    float gamma;                 /* exponent (1 when not jittered or gamma is off) */
     int contrast_first;
     float blur_sigma;            /* 0 when not blurred */
     int solarized;

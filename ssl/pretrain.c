@@ -64,6 +64,7 @@ const CfgSpec PRETRAIN_KEYS[] = {
     {"crops.color_jitter_p", CFG_FLOAT, "0.8", "probability of the brightness/contrast jitter"},
     {"crops.brightness", CFG_FLOAT, "0.4", "brightness jitter: factor ~ U(1 - b, 1 + b)"},
     {"crops.contrast", CFG_FLOAT, "0.4", "contrast jitter: factor ~ U(1 - c, 1 + c)"},
+    {"crops.gamma", CFG_FLOAT, "0", "display-gamma jitter (not DINOv2): x^g, ln g ~ U(-gamma, gamma); 0 = off"},
     {"crops.blur_p", CFG_LIST, "[1.0, 0.1, 0.5]", "Gaussian blur probability: global crop 1, global crop 2, local crops"},
     {"crops.solarize_p", CFG_FLOAT, "0.2", "solarize probability (second global crop)"},
     {"optim.epochs", CFG_INT, "100", "epochs of OFFICIAL_EPOCH_LENGTH iterations"},
@@ -148,6 +149,7 @@ int ssl_config_from(const Config *cfg, SslConfig *s, Err *e) {
     s->jitter_p = (float)cfg_get_float(cfg, "crops.color_jitter_p", 0.8, e);
     s->brightness = (float)cfg_get_float(cfg, "crops.brightness", 0.4, e);
     s->contrast = (float)cfg_get_float(cfg, "crops.contrast", 0.4, e);
+    s->gamma = (float)cfg_get_float(cfg, "crops.gamma", 0.0, e);
     s->solarize_p = (float)cfg_get_float(cfg, "crops.solarize_p", 0.2, e);
     {
         double bp[3] = {1.0, 0.1, 0.5};
@@ -210,6 +212,7 @@ int ssl_config_from(const Config *cfg, SslConfig *s, Err *e) {
                 {"crops.contrast", s->contrast}};
     for (int i = 0; i < 7; i++)   /* probabilities, and jitter strengths (a factor 1 - b must stay >= 0) */
         if (!(aug[i].v >= 0.0f && aug[i].v <= 1.0f)) return err_set(e, "%s: %g is not in [0, 1]", aug[i].key, (double)aug[i].v);
+    if (!(s->gamma >= 0.0f && s->gamma <= 2.0f)) return err_set(e, "crops.gamma: %g is not in [0, 2]", (double)s->gamma);
     return 0;
 }
 
@@ -227,6 +230,7 @@ LoaderConfig ssl_loader_config(const SslConfig *s) {
     lc.crops.jitter_p = s->jitter_p;
     lc.crops.brightness = s->brightness;
     lc.crops.contrast = s->contrast;
+    lc.crops.gamma = s->gamma;
     lc.crops.solarize_p = s->solarize_p;
     memcpy(lc.crops.blur_p, s->blur_p, sizeof s->blur_p);
     memcpy(lc.crops.global_scale, s->global_scale, sizeof s->global_scale);

@@ -65,7 +65,7 @@ typedef struct SslConfig {
     long ckpt_every, log_every;
     float global_scale[2], local_scale[2];
     int n_local, global_size, local_size, blur_quirk;
-    float jitter_p, brightness, contrast, solarize_p, blur_p[3];   /* augmentation strengths */
+    float jitter_p, brightness, contrast, gamma, solarize_p, blur_p[3];   /* augmentation strengths */
     double global_batch, base_lr, lr_override, min_lr;
     int lr_rule;                  /* 0 none, 1 sqrt_wrt_1024, 2 linear_wrt_256 */
     long warmup_epochs, freeze_last_epochs, ttemp_warmup_epochs;

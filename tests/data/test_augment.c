@@ -290,6 +290,56 @@ static void test_multicrop_identity_path(void **state) {
     free(img);
 }
 
+static void test_multicrop_gamma(void **state) {
+    (void)state;
+    /* gamma off (the default) draws nothing, so the DINOv2 stream is unchanged; on, each jittered
+     * crop is the gamma-off crop raised to its own exponent in [e^-g, e^g] (brightness and
+     * contrast at factor 1, no blur: the later draws cannot change the pixels) */
+    int W = 80, H = 72;
+    float *img = make_image(W, H, 4);
+    MultiCropConfig cfg = multicrop_default();
+    cfg.global_size = 32;
+    cfg.local_size = 16;
+    cfg.n_local = 4;
+    cfg.channels = 1;
+    cfg.mean[0] = 0.0f;
+    cfg.std[0] = 1.0f;
+    cfg.jitter_p = 1.0f;
+    cfg.brightness = cfg.contrast = 0.0f;
+    cfg.blur_p[0] = cfg.blur_p[1] = cfg.blur_p[2] = 0.0f;
+    cfg.solarize_p = 0.0f;
+    Crops off = crops_alloc(&cfg), on = crops_alloc(&cfg);
+    AugWork ws = {0};
+    Rng r;
+    rng_init(&r, 77);
+    CropInfo ioff[2 + AUG_MAX_LOCAL], ion[2 + AUG_MAX_LOCAL];
+    multicrop(img, W, H, &cfg, &r, off.g, off.l, ioff, &ws);
+    cfg.gamma = 0.5f;
+    Err e;
+    assert_int_equal(multicrop_validate(&cfg, &e), 0);
+    multicrop(img, W, H, &cfg, &r, on.g, on.l, ion, &ws);
+    float gmin = 10.0f, gmax = 0.0f;
+    for (int i = 0; i < 2 + cfg.n_local; i++) {
+        assert_float_equal(ioff[i].gamma, 1.0f, 0.0f);
+        float g = ion[i].gamma;
+        assert_true(g >= expf(-0.5f) - 1e-6f && g <= expf(0.5f) + 1e-6f);
+        gmin = fminf(gmin, g);
+        gmax = fmaxf(gmax, g);
+        assert_memory_equal(&ioff[i].box, &ion[i].box, sizeof(CropBox));
+        const float *a = i < 2 ? off.g[i] : off.l[i - 2], *b = i < 2 ? on.g[i] : on.l[i - 2];
+        int S = i < 2 ? cfg.global_size : cfg.local_size;
+        for (int k = 0; k < S * S; k++) assert_float_equal(b[k], powf(a[k], g), 1e-5);
+    }
+    assert_true(gmax - gmin > 0.1f);   /* each crop draws its own exponent */
+    cfg.gamma = -0.1f;
+    assert_int_equal(multicrop_validate(&cfg, &e), 1);
+    assert_non_null(strstr(e.msg, "crops.gamma"));
+    free(off.buf);
+    free(on.buf);
+    augwork_free(&ws);
+    free(img);
+}
+
 static void test_multicrop_validate_errors(void **state) {
     (void)state;
     Err e;
@@ -527,6 +577,7 @@ int main(void) {
         cmocka_unit_test(test_multicrop_sizes_and_determinism),
         cmocka_unit_test(test_multicrop_probabilities),
         cmocka_unit_test(test_multicrop_identity_path),
+        cmocka_unit_test(test_multicrop_gamma),
         cmocka_unit_test(test_multicrop_validate_errors),
         cmocka_unit_test(test_clahe_constant_by_hand),
         cmocka_unit_test(test_clahe_properties),

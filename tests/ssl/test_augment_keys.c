@@ -60,6 +60,7 @@ static void test_defaults_are_dinov2(void **st) {
     assert_float_equal(lc.crops.brightness, d.brightness, 0);
     assert_float_equal(lc.crops.contrast, d.contrast, 0);
     assert_float_equal(lc.crops.solarize_p, d.solarize_p, 0);
+    assert_float_equal(lc.crops.gamma, 0.0f, 0);   /* not DINOv2's: off unless asked for */
     for (int i = 0; i < 3; i++) assert_float_equal(lc.crops.blur_p[i], d.blur_p[i], 0);
     assert_int_equal(lc.crops.global_size, 32);
     assert_int_equal(lc.crops.n_local, 2);
@@ -87,10 +88,16 @@ static void test_overrides_reach_the_crops(void **st) {
     lc = ssl_loader_config(&s);
     assert_float_equal(lc.crops.brightness, 0.1f, 0);
     assert_float_equal(lc.crops.contrast, 0.2f, 0);
+    assert_float_equal(lc.crops.gamma, 0.0f, 0);
     count_draws(&lc, 50, &jit, &blur, &sol);
     assert_int_equal(jit, 200);   /* every crop */
     assert_int_equal(sol, 50);    /* the second global crop of every draw */
     assert_int_equal(blur, 100);  /* the two local crops only */
+    const char *gamma[] = {"crops.gamma=0.6"};
+    if (config_with(gamma, 1, &s, &e)) fail_msg("%s", e.msg);
+    lc = ssl_loader_config(&s);
+    assert_float_equal(lc.crops.gamma, 0.6f, 0);
+    assert_int_equal(multicrop_validate(&lc.crops, &e), 0);
 }
 
 static void test_bad_values_name_the_key(void **st) {
@@ -100,7 +107,9 @@ static void test_bad_values_name_the_key(void **st) {
                             {"crops.blur_p=[1, 0.1]", "crops.blur_p"},
                             {"crops.blur_p=[1, 0.1, 2]", "blur_p"},
                             {"crops.brightness=1.5", "crops.brightness"},
-                            {"crops.contrast=nan", "contrast"}};
+                            {"crops.contrast=nan", "contrast"},
+                            {"crops.gamma=2.5", "crops.gamma"},
+                            {"crops.gamma=-0.1", "crops.gamma"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         SslConfig s;
         Err e = {0};
