@@ -22,8 +22,9 @@
  *     order; contrast blends with the image mean; results clamped to [0, 1].  Saturation and hue
  *     are no-ops on gray images and are not drawn.
  *   - Gamma (not in DINOv2; off by default): inside the same jitter, after brightness/contrast,
- *     x -> x^g with ln g ~ U(-gamma, gamma).  Mammograms from different vendors differ in their
- *     display curve as much as in gain and offset; without it the curve identifies an image.
+ *     x -> x^g with ln g ~ U(-gamma, gamma), for corpora whose vendors differ in display curve as
+ *     well as in gain and offset (on the synthetic data of docs/evidence-stage1.md it made no
+ *     measurable difference next to brightness/contrast 0.6).
  *   - Solarize(threshold): x >= threshold -> 1 - x.
  *
  * Blur probabilities: `blur_p` are the probabilities with which the blur is *applied*.  Upstream
