@@ -385,8 +385,8 @@ int multicrop_validate(const MultiCropConfig *c, Err *e) {
     if (bad_prob(c->flip_p) || bad_prob(c->jitter_p) || bad_prob(c->solarize_p) || bad_prob(c->blur_p[0]) ||
         bad_prob(c->blur_p[1]) || bad_prob(c->blur_p[2]))
         return err_set(e, "crops: probabilities (flip, jitter, blur, solarize) must be in [0, 1]");
-    if (!(c->gamma >= 0.0f && c->gamma <= 2.0f))
-        return err_set(e, "crops.gamma: %g must be in [0, 2]", (double)c->gamma);
+    if (!(c->gamma >= 0.0f && c->gamma <= AUG_MAX_GAMMA))
+        return err_set(e, "crops.gamma: %g must be in [0, %g]", (double)c->gamma, (double)AUG_MAX_GAMMA);
     if (c->blur_kernel < 1 || c->blur_kernel > 65 || c->blur_kernel % 2 == 0)
         return err_set(e, "crops.blur_kernel: %d must be odd and in [1, 65]", c->blur_kernel);
     if (!(c->blur_sigma[0] > 0.0f && c->blur_sigma[0] <= c->blur_sigma[1]))

@@ -98,6 +98,7 @@ int clahe_f32(const float *in, int w, int h, float *out, const ClaheConfig *cfg,
 /* DINO/DINOv2 multi-crop (config keys as DINOv2's `crops.*`) */
 
 #define AUG_MAX_LOCAL 16
+#define AUG_MAX_GAMMA 2.0f   /* crops.gamma: ln g ~ U(-gamma, gamma), gamma in [0, AUG_MAX_GAMMA] */
 
 typedef struct MultiCropConfig {
     int global_size;            /* crops.global_crops_size: 224 */

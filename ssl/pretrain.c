@@ -212,7 +212,8 @@ int ssl_config_from(const Config *cfg, SslConfig *s, Err *e) {
                 {"crops.contrast", s->contrast}};
     for (int i = 0; i < 7; i++)   /* probabilities, and jitter strengths (a factor 1 - b must stay >= 0) */
         if (!(aug[i].v >= 0.0f && aug[i].v <= 1.0f)) return err_set(e, "%s: %g is not in [0, 1]", aug[i].key, (double)aug[i].v);
-    if (!(s->gamma >= 0.0f && s->gamma <= 2.0f)) return err_set(e, "crops.gamma: %g is not in [0, 2]", (double)s->gamma);
+    if (!(s->gamma >= 0.0f && s->gamma <= AUG_MAX_GAMMA))
+        return err_set(e, "crops.gamma: %g is not in [0, %g]", (double)s->gamma, (double)AUG_MAX_GAMMA);
     return 0;
 }
 
