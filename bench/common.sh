@@ -5,23 +5,18 @@
 #   rounds    BENCH_ROUNDS (default 2): each side keeps its best round
 #   OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep instead of spinning (other processes, the
 #             loader's workers and the other side share the cores)
-#   OPENBLAS_CORETYPE: a preset value (these machines force Haswell) is replaced by the best core
-#             for this CPU, for both sides (PyTorch's libblas is the same OpenMP OpenBLAS);
-#             `preset` keeps what was set, for the report
+#   OPENBLAS_CORETYPE: set to the best core for this CPU, for both sides (PyTorch's libblas is
+#             the same OpenMP OpenBLAS): a preset value (some machines force Haswell) is replaced,
+#             and an unset one too, since OpenBLAS falls back to its generic Prescott kernels on CPU
+#             models it does not know (virtual machines); `preset` keeps what was set, for the report
 #   python, have_torch, preload (tcmalloc for the PyTorch side when installed), out (a scratch
 #   folder removed on exit)
 threads=${VERSA_THREADS:-${OMP_NUM_THREADS:-$(nproc)}}
 rounds=${BENCH_ROUNDS:-2}
 export VERSA_THREADS=$threads OMP_NUM_THREADS=$threads
 export OMP_WAIT_POLICY=PASSIVE
-preset=${OPENBLAS_CORETYPE:-}
-if [ -n "$preset" ]; then
-  if grep -qw avx512f /proc/cpuinfo; then best=SkylakeX
-  elif grep -qw avx2 /proc/cpuinfo; then
-    if grep -q AuthenticAMD /proc/cpuinfo; then best=Zen; else best=Haswell; fi
-  else best=""; fi
-  if [ -n "$best" ]; then export OPENBLAS_CORETYPE=$best; else unset OPENBLAS_CORETYPE; fi
-fi
+# shellcheck source=bench/blas_core.sh
+. "$(dirname "${BASH_SOURCE[0]}")/blas_core.sh"
 python=/usr/bin/python3
 have_torch=0
 if [ -x "$python" ] && "$python" -c 'import torch' 2>/dev/null; then have_torch=1; fi

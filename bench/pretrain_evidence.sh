@@ -38,6 +38,8 @@ EXTRA=${EXTRA-optim.base_lr=0.004 crops.brightness=0.6 crops.contrast=0.6}
 SIZE=${SIZE:-96}
 ACQ=${ACQ:-8}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} VERSA_THREADS=$THREADS OMP_NUM_THREADS=$THREADS
+# shellcheck source=bench/blas_core.sh
+. "$(dirname "$0")/blas_core.sh"
 versa="$build/versa"
 [ -x "$versa" ] || { echo "pretrain_evidence: $versa not found (make BUILD=$build)"; exit 1; }
 mkdir -p "$out"
@@ -118,6 +120,8 @@ fi
   echo
   echo "Command: \`bash bench/pretrain_evidence.sh $build $out\` (PATIENTS=$PATIENTS ITERS=$ITERS THREADS=$THREADS"
   echo "CONFIG=$CONFIG EXTRA='$EXTRA' SIZE=$SIZE ACQ=$ACQ)"
+  echo
+  echo "BLAS: $("$versa" info | sed -n 's/^BLAS *//p') (OPENBLAS_CORETYPE ${preset:-unset} -> ${OPENBLAS_CORETYPE:-auto})"
   echo
   echo "Pretraining: $(cat "$out/pretrain_time.txt" 2>/dev/null || echo '(reused checkpoint)');"
   echo "first/last logged loss: $(head -1 "$out/teacher/metrics.jsonl" | grep -o '"loss": *[-0-9.e]*' | head -1) ->" \

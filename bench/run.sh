@@ -14,7 +14,7 @@ echo "== versamammo.c performance report, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "   cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores," \
      "flags: $(grep -m1 -ow -e avx512f -e avx2 -e fma /proc/cpuinfo | sort -u | tr '\n' ' ')"
 echo "   load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other processes share the cores: compare ratios)"
-echo "   threads: $threads; OPENBLAS_CORETYPE: ${preset:-(unset)}${preset:+ -> ${OPENBLAS_CORETYPE:-(auto)}}; rounds: $rounds"
+echo "   threads: $threads; OPENBLAS_CORETYPE: ${preset:-(unset)} -> ${OPENBLAS_CORETYPE:-(auto)}; rounds: $rounds"
 echo
 
 for r in $(seq 1 "$rounds"); do

@@ -36,7 +36,7 @@ mkdir -p "$dest"
 echo "== versamammo.c data-path report, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "   cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores"
 echo "   load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other processes share the cores: compare core rates)"
-echo "   threads / loader workers: $threads; rounds: $rounds; OPENBLAS_CORETYPE: ${preset:-(unset)}${preset:+ -> ${OPENBLAS_CORETYPE:-(auto)}}"
+echo "   threads / loader workers: $threads; rounds: $rounds; OPENBLAS_CORETYPE: ${preset:-(unset)} -> ${OPENBLAS_CORETYPE:-(auto)}"
 echo "   command: bash bench/run_data.sh $build"
 } | tee "$out/head.txt"
 

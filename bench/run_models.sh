@@ -30,7 +30,7 @@ echo "== versamammo.c model performance, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "   cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores," \
      "flags: $(grep -m1 -ow -e avx512f -e avx2 -e fma /proc/cpuinfo | sort -u | tr '\n' ' ')"
 echo "   load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other processes share the cores: compare CPU time)"
-echo "   threads: $threads; OPENBLAS_CORETYPE: ${preset:-(unset)}${preset:+ -> ${OPENBLAS_CORETYPE:-(auto)}};" \
+echo "   threads: $threads; OPENBLAS_CORETYPE: ${preset:-(unset)} -> ${OPENBLAS_CORETYPE:-(auto)};" \
      "rounds: $rounds; $passes passes x $steps steps per run"
 echo "   pytorch: $([ $have_torch = 1 ] && "$python" -c 'import torch; print(torch.__version__)' || echo '(not found)')," \
      "LD_PRELOAD=${preload:-(none)}, channels_last for the CNN"

@@ -19,6 +19,11 @@ int cli_wants_help(int argc, char **argv) {
     return 0;
 }
 
+void cli_note_blas(int root) {
+    const char *advice = engine_blas_advice();
+    if (root && advice) fprintf(stderr, "versa: note: %s\n", advice);
+}
+
 int cli_load_config(Config *cfg, const CfgSpec *spec, size_t n_spec, int argc, char **argv) {
     Err e = {0};
     cfg_init(cfg);

@@ -17,6 +17,10 @@
 
 /* "versa: <message>" on stderr; returns 1 (the exit status of a user error) */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "versa: note: ..." on stderr when OpenBLAS runs weaker kernels than the CPU supports
+ * (engine_blas_advice); for the commands whose time goes into matrix products.  `root`: 0 on
+ * the other MPI ranks, so the note is printed once. */
+void cli_note_blas(int root);
 /* 1 when argv[1..] holds "--help" or "-h" */
 int cli_wants_help(int argc, char **argv);
 

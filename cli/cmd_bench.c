@@ -164,6 +164,7 @@ int cmd_bench(int argc, char **argv) {
                       .n_overrides = n_over, .models = models, .n_models = n_models, .data_root = data_root,
                       .out_dir = out, .only = only, .n_only = n_only, .baseline = baseline, .no_cache = no_cache,
                       .quiet = quiet};
+    cli_note_blas(1);
     BenchRun run;
     if (bench_run(&o, &run, &e)) {
         bench_run_free(&run);

@@ -41,6 +41,7 @@ int cmd_distill(int argc, char **argv) {
     ctx_init(&c, 0);
     if (!probe) dist_init(&c, NULL, NULL);
     c.nthreads = engine_threads_init();
+    cli_note_blas(dist_is_root(&c));
     Config cfg;
     if (cli_load_config(&cfg, DISTILL_KEYS, DISTILL_N_KEYS, n, args)) {
         ctx_free(&c);

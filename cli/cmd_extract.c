@@ -51,6 +51,7 @@ int cmd_extract(int argc, char **argv) {
     Ctx c;
     ctx_init(&c, 0);
     c.nthreads = engine_threads_init();
+    cli_note_blas(1);
     Err e = {0};
     int rc = ssl_extract(&o, &c, &e);
     ctx_free(&c);

@@ -51,6 +51,8 @@ int cmd_info(int argc, char **argv) {
     printf("versa %s (versamammo.c)\n", VERSA_VERSION);
     printf("threads  %d\n", threads);
     printf("BLAS     %s\n", engine_blas_info());
+    const char *advice = engine_blas_advice();
+    if (advice) printf("         note: %s\n", advice);
     printf("CPU      %s, %ld cores online, %.1f GB RAM; built for %s\n", cpu, (long)get_nprocs(), mem_gb, simd);
     printf("libs     HDF5 %u.%u.%u, libyaml %s\n", h5maj, h5min, h5rel, yaml_get_version_string());
     return 0;

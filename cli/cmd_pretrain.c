@@ -27,6 +27,7 @@ int cmd_pretrain(int argc, char **argv) {
     ctx_init(&c, 0);
     dist_init(&c, NULL, NULL);
     c.nthreads = engine_threads_init();
+    cli_note_blas(dist_is_root(&c));
     Config cfg;
     if (cli_load_config(&cfg, PRETRAIN_KEYS, PRETRAIN_N_KEYS, n, args)) {
         dist_finalize();

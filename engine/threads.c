@@ -7,8 +7,10 @@
 #include <cblas.h>
 #include <omp.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 /* a positive integer from the environment, else 0 */
@@ -59,5 +61,31 @@ const char *engine_blas_info(void) {
     const char *mode = par == 0 ? "sequential build" : par == 1 ? "pthreads build" : "OpenMP build";
     int nt = omp_get_max_threads();
     snprintf(buf, sizeof buf, "%s %s, %s, %d thread%s", ver, openblas_get_corename(), mode, nt, nt == 1 ? "" : "s");
+    return buf;
+}
+
+const char *engine_blas_better_core(const char *core, int has_avx2, int has_avx512f, int is_amd) {
+    static const char *const AVX512_CORES[] = {"SkylakeX", "CooperLake", "SapphireRapids", NULL};
+    static const char *const AVX2_CORES[] = {"Haswell", "Zen", "SkylakeX", "CooperLake", "SapphireRapids", NULL};
+    if (!has_avx2 && !has_avx512f) return NULL;
+    const char *const *ok = has_avx512f ? AVX512_CORES : AVX2_CORES;
+    for (int i = 0; core && ok[i]; i++)
+        if (!strcasecmp(core, ok[i])) return NULL;
+    return has_avx512f ? "SkylakeX" : is_amd ? "Zen" : "Haswell";
+}
+
+const char *engine_blas_advice(void) {
+    const char *set = getenv("OPENBLAS_CORETYPE");
+    if (set && *set) return NULL;
+    __builtin_cpu_init();
+    const char *core = openblas_get_corename();
+    const char *best = engine_blas_better_core(core, __builtin_cpu_supports("avx2"), __builtin_cpu_supports("avx512f"),
+                                               __builtin_cpu_is("amd"));
+    if (!best) return NULL;
+    static char buf[256];
+    snprintf(buf, sizeof buf,
+             "OpenBLAS chose its %s kernels for this CPU (it does not know the model); export "
+             "OPENBLAS_CORETYPE=%s for several times faster matrix products",
+             core ? core : "generic", best);
     return buf;
 }

@@ -298,6 +298,33 @@ static void test_threads_determinism(void **st) {
     free(r3);
 }
 
+/* the kernel advice: a generic core on an AVX2/AVX-512 CPU names the right OPENBLAS_CORETYPE,
+ * a matching core or an old CPU gets none; an explicit OPENBLAS_CORETYPE silences the note */
+static void test_blas_better_core(void **st) {
+    (void)st;
+    assert_string_equal(engine_blas_better_core("Prescott", 1, 1, 0), "SkylakeX");
+    assert_string_equal(engine_blas_better_core("Haswell", 1, 1, 0), "SkylakeX");
+    assert_string_equal(engine_blas_better_core("Prescott", 1, 0, 0), "Haswell");
+    assert_string_equal(engine_blas_better_core("Sandybridge", 1, 0, 1), "Zen");
+    assert_string_equal(engine_blas_better_core(NULL, 1, 1, 1), "SkylakeX");
+    assert_null(engine_blas_better_core("SkylakeX", 1, 1, 0));
+    assert_null(engine_blas_better_core("skylakex", 1, 1, 0));
+    assert_null(engine_blas_better_core("CooperLake", 1, 1, 0));
+    assert_null(engine_blas_better_core("Haswell", 1, 0, 0));
+    assert_null(engine_blas_better_core("Zen", 1, 0, 1));
+    assert_null(engine_blas_better_core("Prescott", 0, 0, 0));
+    const char *env = getenv("OPENBLAS_CORETYPE");
+    char *saved = env ? strdup(env) : NULL;
+    setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+    assert_null(engine_blas_advice());
+    unsetenv("OPENBLAS_CORETYPE");
+    const char *advice = engine_blas_advice();
+    print_message("engine_blas_advice: %s\n", advice ? advice : "(none: OpenBLAS runs the CPU's best kernels)");
+    if (advice) assert_non_null(strstr(advice, "OPENBLAS_CORETYPE="));
+    if (saved) setenv("OPENBLAS_CORETYPE", saved, 1);
+    free(saved);
+}
+
 /* VERSA_THREADS beats OMP_NUM_THREADS; both set OpenMP, which the OpenMP OpenBLAS follows */
 static void test_threads_init(void **st) {
     (void)st;
@@ -332,7 +359,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_gradcheck), cmocka_unit_test(test_linear_gradcheck),
         cmocka_unit_test(test_matmul_reference), cmocka_unit_test(test_shape_errors),
-        cmocka_unit_test(test_threads_determinism), cmocka_unit_test(test_threads_init),
+        cmocka_unit_test(test_threads_determinism), cmocka_unit_test(test_threads_init), cmocka_unit_test(test_blas_better_core),
     };
     return RUN_GROUP(tests);
 }
