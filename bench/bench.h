@@ -386,6 +386,9 @@ typedef struct BenchItems {
  * taken to be pre-cut crops, as a manifest of ROI crops). */
 int bench_items(const Prepared *p, int unit, BenchItems *it, Err *e);
 void bench_items_free(BenchItems *it);
+/* Item i's value of label column col: a crop's own lesion value where the file has one
+ * (/box_labels, e.g. CBIS pathology), else its image's; -1 = missing. */
+int32_t bench_item_label(const Prepared *p, const BenchItems *it, size_t i, int col);
 
 typedef struct BenchPreproc {
     int size;                 /* output side */

@@ -44,6 +44,12 @@ int bench_items(const Prepared *p, int unit, BenchItems *it, Err *e) {
     return 0;
 }
 
+int32_t bench_item_label(const Prepared *p, const BenchItems *it, size_t i, int col) {
+    int64_t b = it->box[i];
+    int32_t v = b >= 0 ? p->boxes[b].values[col] : -1;
+    return v >= 0 ? v : prep_label(p, (size_t)it->sample[i], col);
+}
+
 void bench_items_free(BenchItems *it) {
     free(it->sample);
     free(it->box);

@@ -57,14 +57,17 @@ def histogram_features(im):
     return np.concatenate([[t.mean(), t.std(), (im > 0.05).mean()], h, [(t > q).mean() for q in (0.3, 0.4, 0.5, 0.6, 0.7)]])
 
 
-def lesion_crops(f, imgs, y, split, size):
+def lesion_crops(f, imgs, y, split, size, label):
     """square crops around every box (side = longer box side x 1.2, at least 16 px; zero outside
-    the image), resized to size x size; each crop carries its image's label and split"""
+    the image), resized to size x size; each crop carries its lesion's own label where the file
+    has one (/box_labels/<label>, as versa bench), else its image's, and its image's split"""
     boxes, off = f["boxes"][:], f["box_offset"][:]
+    own = f["box_labels"][label][:] if "box_labels" in f and label in f["box_labels"] else np.full(len(boxes), -1)
     out, yy, ss = [], [], []
     for i in range(len(imgs)):
         H, W = imgs[i].shape
-        for b in boxes[off[i]:off[i + 1]]:
+        for j in range(off[i], off[i + 1]):
+            b = boxes[j]
             cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
             side = max(16.0, max(b[2] - b[0], b[3] - b[1]) * 1.2)
             x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
@@ -76,9 +79,9 @@ def lesion_crops(f, imgs, y, split, size):
                 c[ys - y0:ye - y0, xs - x0:xe - x0] = imgs[i][ys:ye, xs:xe]
             t = torch.tensor(c)[None, None]
             out.append(nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy())
-            yy.append(y[i])
+            yy.append(own[j] if own[j] >= 0 else y[i])
             ss.append(split[i])
-    return np.stack(out), np.array(yy), np.array(ss)
+    return np.stack(out), np.array(yy, dtype=np.int64), np.array(ss)
 
 
 def main():
@@ -99,7 +102,7 @@ def main():
     y = f["labels"][a.label][:].astype(np.int64)
     split = f["split"][:]
     if a.unit == "crop":
-        imgs, y, split = lesion_crops(f, imgs, y, split, a.crop_size)
+        imgs, y, split = lesion_crops(f, imgs, y, split, a.crop_size, a.label)
     tr, va, te = (np.where((split == s) & (y >= 0))[0] for s in (0, 1, 2))
     lo = int(y[y >= 0].min())
     y = np.where(y >= 0, y - lo, -1)   # pathology is stored 1..2 (0 = normal)

@@ -107,7 +107,7 @@ static int item_labels(const BenchTask *t, const Prepared *p, const BenchItems *
     }
     if (bench_class_map(t, p->path, p->class_names[col], p->n_classes[col], map, mask, &none, e)) return 1;
     for (size_t i = 0; i < it->n; i++) {
-        int32_t v = prep_label(p, (size_t)it->sample[i], col);
+        int32_t v = bench_item_label(p, it, i, col);
         if (v < 0 || v >= p->n_classes[col]) {
             keep[i] = 0;
             if (!t->multilabel) y[i] = -1;

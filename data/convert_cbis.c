@@ -14,7 +14,8 @@
  * image's size (convert_common's mask search).
  * One sample per full image (rows grouped by subject folder): pathology = the worst
  * (BENIGN_WITHOUT_CALLBACK -> benign), birads = max assessment, findings mass/calcification,
- * subtlety of the first abnormality, masks = union of the ROI masks, one box per ROI.
+ * subtlety of the first abnormality, masks = union of the ROI masks, one box per ROI carrying
+ * its own abnormality's pathology (/box_labels/pathology: crops are labelled by their lesion).
  * Split: *_train_set -> train (val carved from train patients), *_test_set -> test.
  */
 #include "data/prepared.h"
@@ -25,6 +26,7 @@
 #include <sys/stat.h>
 
 static const char *CBIS_FINDINGS = "mass\ncalcification";
+enum { CBIS_PATHOLOGY = 2 };   /* label column of pathology in the schema below */
 
 static int isdir(const char *p) {
     struct stat st;
@@ -224,7 +226,7 @@ static int read_table(const char *root, const char *file, int is_mass, int split
             err_value(e, &c, i, "pathology", csv_get(&c, i, c_path));
             goto fail;
         }
-        if (p > r->labels[2]) r->labels[2] = p;
+        if (p > r->labels[CBIS_PATHOLOGY]) r->labels[CBIS_PATHOLOGY] = p;
         const char *type = csv_get(&c, i, c_type);
         int f = label_index(CBIS_FINDINGS, type);
         if (f < 0) {
@@ -234,7 +236,7 @@ static int read_table(const char *root, const char *file, int is_mass, int split
         r->findings[f] = 1;
         if (!csv_is_empty(&c, i, c_roi)) {
             char *m = resolve(root, csv_get(&c, i, c_roi), 1);
-            raw_add_mask(r, m, f, 1);
+            raw_add_mask(r, m, f, 1)[CBIS_PATHOLOGY] = p;   /* the lesion's own; the image's is the worst */
             free(m);
         }
         continue;
@@ -252,6 +254,7 @@ fail:
 int convert_cbis(const ConvertOpts *o, ConvertStats *st, Err *e) {
     RawSet set = {0};
     set.schema = (PrepSchema){.dataset = "cbis-ddsm", .n_labels = 4, .findings = CBIS_FINDINGS, .has_masks = 1,
+                              .box_labels = "pathology",
                               .labels = {{"density", PREP_CLASSES_DENSITY},
                                          {"birads", PREP_CLASSES_BIRADS},
                                          {"pathology", PREP_CLASSES_PATHOLOGY},

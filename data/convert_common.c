@@ -113,17 +113,24 @@ void rawset_free(RawSet *s) {
         }                                                                     \
     } while (0)
 
-void raw_add_box(RawRecord *r, float x0, float y0, float x1, float y1, int label) {
+static int32_t *no_values(int32_t *v) {
+    for (int k = 0; k < PREP_MAX_LABELS; k++) v[k] = -1;
+    return v;
+}
+
+int32_t *raw_add_box(RawRecord *r, float x0, float y0, float x1, float y1, int label) {
     PUSH(r->boxes, r->n_boxes, r->cap_boxes);
-    r->boxes[r->n_boxes++] = (PrepBox){x0, y0, x1, y1, label};
+    r->boxes[r->n_boxes] = (PrepBox){x0, y0, x1, y1, label, {0}};
+    return no_values(r->boxes[r->n_boxes++].values);
 }
 
-void raw_add_mask(RawRecord *r, const char *path, int box_label, int search) {
+int32_t *raw_add_mask(RawRecord *r, const char *path, int box_label, int search) {
     PUSH(r->masks, r->n_masks, r->cap_masks);
-    r->masks[r->n_masks++] = (RawMaskRef){strdup(path), box_label, search};
+    r->masks[r->n_masks] = (RawMaskRef){strdup(path), box_label, search, {0}};
+    return no_values(r->masks[r->n_masks++].box_values);
 }
 
-void raw_add_polygon(RawRecord *r, const float *xy, int n, int to_mask, int box_label) {
+int32_t *raw_add_polygon(RawRecord *r, const float *xy, int n, int to_mask, int box_label) {
     PUSH(r->shapes, r->n_shapes, r->cap_shapes);
     RawShape *s = &r->shapes[r->n_shapes++];
     memset(s, 0, sizeof *s);
@@ -133,9 +140,10 @@ void raw_add_polygon(RawRecord *r, const float *xy, int n, int to_mask, int box_
     s->n = n;
     s->to_mask = to_mask;
     s->box_label = box_label;
+    return no_values(s->box_values);
 }
 
-void raw_add_circle(RawRecord *r, float cx, float cy, float rad, int to_mask, int box_label) {
+int32_t *raw_add_circle(RawRecord *r, float cx, float cy, float rad, int to_mask, int box_label) {
     PUSH(r->shapes, r->n_shapes, r->cap_shapes);
     RawShape *s = &r->shapes[r->n_shapes++];
     memset(s, 0, sizeof *s);
@@ -145,6 +153,7 @@ void raw_add_circle(RawRecord *r, float cx, float cy, float rad, int to_mask, in
     s->r = rad;
     s->to_mask = to_mask;
     s->box_label = box_label;
+    return no_values(s->box_values);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -367,7 +376,7 @@ static int convert_one(const RawRecord *r, const PrepSchema *schema, const Conve
     /* boxes in source pixels: explicit ones, then mask and shape extents */
     int cap = r->n_boxes + r->n_masks + r->n_shapes;
     BoxF *bf = malloc((size_t)(cap ? cap : 1) * sizeof *bf);
-    int32_t *bl = malloc((size_t)(cap ? cap : 1) * sizeof *bl);
+    PrepBox *bl = malloc((size_t)(cap ? cap : 1) * sizeof *bl);   /* label and values of box k */
     if (!bf || !bl) {
         free(bf);
         free(bl);
@@ -383,7 +392,7 @@ static int convert_one(const RawRecord *r, const PrepSchema *schema, const Conve
             b.y1 = y1;
         }
         bf[nb] = (BoxF){b.x0, b.y0, b.x1, b.y1};
-        bl[nb++] = b.label;
+        bl[nb++] = b;
     }
     if (schema->has_masks) {
         if (image_alloc(&src_mask, im.w, im.h, 8, e)) {
@@ -412,7 +421,8 @@ static int convert_one(const RawRecord *r, const PrepSchema *schema, const Conve
         image_free(&m);
         if (x1 >= 0 && r->masks[k].box_label >= -1) {
             bf[nb] = (BoxF){(float)x0, (float)y0, (float)x1 + 1, (float)y1 + 1};
-            bl[nb++] = r->masks[k].box_label;
+            bl[nb] = (PrepBox){.label = r->masks[k].box_label};
+            memcpy(bl[nb++].values, r->masks[k].box_values, sizeof bl->values);
         }
     }
     for (int k = 0; k < r->n_shapes; k++) {
@@ -444,7 +454,8 @@ static int convert_one(const RawRecord *r, const PrepSchema *schema, const Conve
                 b = (BoxF){s.cx + 0.5f - s.r, s.cy + 0.5f - s.r, s.cx + 0.5f + s.r, s.cy + 0.5f + s.r};
             }
             bf[nb] = b;
-            bl[nb++] = s.box_label;
+            bl[nb] = (PrepBox){.label = s.box_label};
+            memcpy(bl[nb++].values, s.box_values, sizeof bl->values);
         }
         free(xy);
     }
@@ -459,8 +470,11 @@ static int convert_one(const RawRecord *r, const PrepSchema *schema, const Conve
     d->boxes = xmalloc((size_t)(nb > 0 ? nb : 1) * sizeof *d->boxes);
     d->n_boxes = 0;
     for (int k = 0; k < nb; k++)
-        if (bf[k].x1 > bf[k].x0 && bf[k].y1 > bf[k].y0)   /* cropped away otherwise */
-            d->boxes[d->n_boxes++] = (PrepBox){bf[k].x0, bf[k].y0, bf[k].x1, bf[k].y1, bl[k]};
+        if (bf[k].x1 > bf[k].x0 && bf[k].y1 > bf[k].y0) {   /* cropped away otherwise */
+            PrepBox b = bl[k];
+            b.x0 = bf[k].x0, b.y0 = bf[k].y0, b.x1 = bf[k].x1, b.y1 = bf[k].y1;
+            d->boxes[d->n_boxes++] = b;
+        }
     free(bf);
     free(bl);
 

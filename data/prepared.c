@@ -170,6 +170,7 @@ struct PrepWriter {
     char *path, *tmp;
     hid_t file, images, masks;
     int n_findings;
+    uint8_t per_box[PREP_MAX_LABELS];   /* label k has /box_labels/<name> (schema box_labels) */
     size_t n, cap;
     /* per-sample metadata, written at close */
     int32_t *labels;          /* (cap, n_labels) */
@@ -247,6 +248,16 @@ int prep_writer_open(PrepWriter **out, const char *path, const PrepSchema *s, Er
     }
     int nf = count_names(s->findings);
     if (nf > PREP_MAX_FINDINGS) return err_set(e, "%s: %d finding classes (max %d)", path, nf, PREP_MAX_FINDINGS);
+    uint8_t per_box[PREP_MAX_LABELS] = {0};
+    char box_names[PREP_MAX_LABELS][PREP_NAME_LEN];
+    int nb = split_names(s->box_labels, box_names, PREP_MAX_LABELS);
+    if (nb < 0) return err_set(e, "%s: more than %d box labels", path, PREP_MAX_LABELS);
+    for (int j = 0; j < nb; j++) {
+        int k = 0;
+        while (k < s->n_labels && strcmp(s->labels[k].name, box_names[j])) k++;
+        if (k == s->n_labels) return err_set(e, "%s: box label '%s' is not one of the labels", path, box_names[j]);
+        per_box[k] = 1;
+    }
 
     PrepWriter *w = calloc(1, sizeof *w);
     w->s = *s;
@@ -258,6 +269,8 @@ int prep_writer_open(PrepWriter **out, const char *path, const PrepSchema *s, Er
         w->s.labels[k].name = keep_str(w, s->labels[k].name);
         w->s.labels[k].classes = keep_str(w, s->labels[k].classes);
     }
+    w->s.box_labels = NULL;   /* kept as per_box */
+    memcpy(w->per_box, per_box, sizeof per_box);
     w->n_findings = nf;
     w->path = strdup(path);
     w->tmp = malloc(strlen(path) + 5);
@@ -385,6 +398,16 @@ int prep_writer_add_encoded(PrepWriter *w, const PrepSample *smp, const PrepEnco
     for (int k = 0; k < smp->n_boxes; k++) {
         PrepBox b = smp->boxes[k];
         if (b.label < -1 || b.label >= F) b.label = -1;
+        for (int j = 0; j < PREP_MAX_LABELS; j++) {
+            if (j >= L || !w->per_box[j]) {
+                b.values[j] = -1;
+                continue;
+            }
+            int nc = count_names(w->s.labels[j].classes);
+            if (b.values[j] < -1 || b.values[j] >= nc)
+                return err_set(e, "%s: sample '%s': box %d: label '%s' = %d outside [-1, %d)", w->path, id, k,
+                               w->s.labels[j].name, b.values[j], nc);
+        }
         w->boxes[w->n_boxes++] = b;
     }
     w->box_offset[i + 1] = (int64_t)w->n_boxes;
@@ -526,6 +549,17 @@ int prep_writer_close(PrepWriter *w, Err *e) {
     bad |= write_array(f, "box_label", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, dm, bl);
     int64_t zero = 0;
     bad |= write_array(f, "box_offset", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, dof, n ? (void *)w->box_offset : (void *)&zero);
+    hid_t bg = -1;
+    for (int k = 0; k < L; k++) {
+        if (!w->per_box[k]) continue;
+        if (bg < 0 && (bg = H5Gcreate2(f, "box_labels", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) {
+            bad = 1;
+            break;
+        }
+        for (size_t b = 0; b < M; b++) bl[b] = w->boxes[b].values[k];
+        bad |= write_array(bg, w->s.labels[k].name, H5T_STD_I32LE, H5T_NATIVE_INT32, 1, dm, bl);
+    }
+    if (bg >= 0) H5Gclose(bg);
     free(bx);
     free(bl);
 
@@ -863,8 +897,25 @@ int prep_open(Prepared *p, const char *path, Err *e) {
                 fail = 1;
                 M = 0;
             }
-            for (size_t k = 0; k < M; k++)
-                p->boxes[k] = (PrepBox){bx[4 * k], bx[4 * k + 1], bx[4 * k + 2], bx[4 * k + 3], bl[k]};
+            for (size_t k = 0; k < M; k++) {
+                p->boxes[k] = (PrepBox){bx[4 * k], bx[4 * k + 1], bx[4 * k + 2], bx[4 * k + 3], bl[k], {0}};
+                for (int j = 0; j < PREP_MAX_LABELS; j++) p->boxes[k].values[j] = -1;
+            }
+            /* per-box values of some labels (the lesion's own, e.g. CBIS pathology) */
+            for (int j = 0; j < p->n_labels && !fail && H5Lexists(f, "box_labels", H5P_DEFAULT) > 0; j++) {
+                char dn[PREP_NAME_LEN + 12];
+                snprintf(dn, sizeof dn, "box_labels/%s", p->label_names[j]);
+                if (H5Lexists(f, dn, H5P_DEFAULT) <= 0) continue;
+                int32_t *v = read_array(f, path, dn, H5T_NATIVE_INT32, 4, 1, wl, 0, NULL, e, &fail);
+                for (size_t k = 0; k < M && v && !fail; k++) {
+                    if (v[k] < -1 || v[k] >= p->n_classes[j]) {
+                        err_set(e, "%s: '/%s'[%zu] = %d outside [-1, %d)", path, dn, k, v[k], p->n_classes[j]);
+                        fail = 1;
+                    }
+                    p->boxes[k].values[j] = v[k];
+                }
+                free(v);
+            }
             if (!fail && (p->box_offset[0] != 0 || p->box_offset[p->n] != (int64_t)M)) {
                 err_set(e, "%s: '/box_offset' does not span the %zu boxes", path, M);
                 fail = 1;

@@ -37,6 +37,10 @@
  *   /boxes         (M, 4) float32          x0, y0, x1, y1 in prepared pixels
  *   /box_label     (M) int32               index into /findings classes, -1 = unlabelled
  *   /box_offset    (N + 1) int64           boxes of sample i are rows [off[i], off[i+1])
+ *   /box_labels/<name> (M) int32           optional, for some of the /labels: the lesion's own
+ *                                          value (same classes), -1 = unknown; e.g. CBIS-DDSM's
+ *                                          per-abnormality pathology, where an image's label is
+ *                                          the worst of its lesions'
  * Canonical label names and classes (converters use them whenever the meaning matches):
  *   density   "A".."D" (ACR a-d)          birads    "0".."6" (4a/4b/4c -> "4")
  *   pathology "normal", "benign", "malignant" (CBIS BENIGN_WITHOUT_CALLBACK -> benign)
@@ -81,6 +85,9 @@ enum { PREP_PATH_NORMAL = 0, PREP_PATH_BENIGN = 1, PREP_PATH_MALIGNANT = 2 };
 typedef struct PrepBox {
     float x0, y0, x1, y1;   /* pixels, [x0, x1) x [y0, y1) */
     int32_t label;          /* finding class index or -1 */
+    /* the lesion's own value of label column k (/box_labels/<name>), -1 = none: the image's
+     * value applies.  Written only for the schema's box_labels; a reader fills -1 elsewhere. */
+    int32_t values[PREP_MAX_LABELS];
 } PrepBox;
 
 typedef struct PrepLabelDef {
@@ -102,6 +109,8 @@ typedef struct PrepSchema {
     int n_labels;
     PrepLabelDef labels[PREP_MAX_LABELS];
     const char *findings;       /* finding classes '\n'-separated, or NULL/"" for none */
+    const char *box_labels;     /* names of labels that also have a value per box (PrepBox.values),
+                                   '\n'-separated, each one of labels[]; NULL/"" for none */
 } PrepSchema;
 
 /* One sample as given to the writer (all pointers borrowed for the call). */
@@ -323,6 +332,7 @@ typedef struct RawShape {
     float cx, cy, r;        /* circle: centre and radius */
     int to_mask;            /* 1: filled into the sample's mask */
     int box_label;          /* >= -1: also a box of the shape's extent with this label; -2: none */
+    int32_t box_values[PREP_MAX_LABELS];   /* that box's PrepBox.values (-1 when added) */
 } RawShape;
 
 typedef struct RawMaskRef {
@@ -330,6 +340,7 @@ typedef struct RawMaskRef {
                                a file whose siblings are searched for one (CBIS-DDSM ROI folders) */
     int box_label;          /* >= -1: a box of the mask's extent with this label; -2: none */
     int search;             /* 1: search path's folder (inside the raw root only); 0: path itself */
+    int32_t box_values[PREP_MAX_LABELS];   /* that box's PrepBox.values (-1 when added) */
 } RawMaskRef;
 
 typedef struct RawRecord {
@@ -357,10 +368,12 @@ typedef struct RawSet {
 
 RawRecord *rawset_add(RawSet *s);                  /* zeroed record, labels/view/split -1 */
 void rawset_free(RawSet *s);
-void raw_add_box(RawRecord *r, float x0, float y0, float x1, float y1, int label);
-void raw_add_mask(RawRecord *r, const char *path, int box_label, int search);
-void raw_add_polygon(RawRecord *r, const float *xy, int n, int to_mask, int box_label);
-void raw_add_circle(RawRecord *r, float cx, float cy, float rad, int to_mask, int box_label);
+/* Each returns the box values of what it added (PrepBox.values, all -1), for a converter whose
+ * schema has box_labels to fill in: raw_add_mask(r, ...)[PATHOLOGY_COL] = p. */
+int32_t *raw_add_box(RawRecord *r, float x0, float y0, float x1, float y1, int label);
+int32_t *raw_add_mask(RawRecord *r, const char *path, int box_label, int search);
+int32_t *raw_add_polygon(RawRecord *r, const float *xy, int n, int to_mask, int box_label);
+int32_t *raw_add_circle(RawRecord *r, float cx, float cy, float rad, int to_mask, int box_label);
 
 /* Assign splits (opts->split), load + preprocess every record (opts->prep at width x height,
  * flip by the record's laterality), rasterise masks, transform boxes, write opts->out_path. */

@@ -305,8 +305,10 @@ static void write_prepared(const char *path) {
     for (int y = 10; y < 16; y++)
         for (int x = 20; x < 26; x++) px[y * W + x] = 255;
     PrepSchema s = {.dataset = "test", .height = H, .width = W, .bits = 8, .n_labels = 1,
-                    .labels = {{"density", PREP_CLASSES_DENSITY}}, .findings = "mass\ncalcification"};
-    PrepBox boxes[2] = {{20, 10, 26, 16, 0}, {0, 0, 4, 4, 1}};
+                    .labels = {{"density", PREP_CLASSES_DENSITY}}, .findings = "mass\ncalcification",
+                    .box_labels = "density"};
+    /* box 0 has its own value (D), box 1 none (-1: the image's C applies) */
+    PrepBox boxes[2] = {{20, 10, 26, 16, 0, {3}}, {0, 0, 4, 4, 1, {-1}}};
     int32_t lab[1] = {2};
     uint8_t f[2] = {1, 1};
     PrepSample smp = {.pixels = px, .labels = lab, .findings = f, .boxes = boxes, .n_boxes = 2, .view = 0, .laterality = 0,
@@ -328,6 +330,8 @@ static void test_item_pixels(void **st) {
     assert_int_equal(bench_items(&p, BENCH_UNIT_CROP, &it, &e), 0);
     assert_int_equal(it.n, 2);
     assert_true(it.box[0] == 0 && it.box[1] == 1 && it.sample[1] == 0 && !it.precut);
+    assert_int_equal(bench_item_label(&p, &it, 0, 0), 3);   /* the lesion's own */
+    assert_int_equal(bench_item_label(&p, &it, 1, 0), 2);   /* none of its own: the image's */
     BenchPreproc pp = {.size = 16, .in_chans = 3, .mean = 0.0f, .std = 1.0f, .crop_margin = 0.5f, .crop_min = 4};
     size_t wn = bench_item_work_floats(&p, &pp);
     float *img = malloc(40 * 40 * sizeof(float)), *work = malloc(wn * sizeof(float)), out[3 * 16 * 16];
@@ -352,6 +356,7 @@ static void test_item_pixels(void **st) {
     /* whole image: the bilinear resize of the prepared image */
     assert_int_equal(bench_items(&p, BENCH_UNIT_IMAGE, &it, &e), 0);
     assert_true(it.n == 1 && it.box[0] == -1);
+    assert_int_equal(bench_item_label(&p, &it, 0, 0), 2);
     pp.mean = 0.0f;
     pp.std = 1.0f;
     pp.in_chans = 1;

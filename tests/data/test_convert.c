@@ -893,6 +893,14 @@ static void test_cbis(void **state) {
     assert_int_equal(prep_n_boxes(&p, (size_t)a), 2);
     expect_box(&p, a, lesion_at(0, 0), 0, 1e-3f);   /* from the mask found beside the crop */
     expect_box(&p, a, lesion_at(0, 1), 1, 1e-3f);
+    /* ... and each box its own lesion's pathology (a crop of the benign mass is benign); the
+     * other labels have no per-box value */
+    int pc = prep_label_col(&p, "pathology");
+    const PrepBox *ba = prep_sample_boxes(&p, (size_t)a);
+    assert_int_equal(ba[0].values[pc], PREP_PATH_MALIGNANT);
+    assert_int_equal(ba[1].values[pc], PREP_PATH_BENIGN);
+    assert_int_equal(ba[0].values[prep_label_col(&p, "birads")], -1);
+    assert_int_equal(prep_sample_boxes(&p, (size_t)b)[0].values[pc], PREP_PATH_BENIGN);
     assert_int_equal(p.findings[a * 2 + 0], 1);
     assert_int_equal(p.findings[a * 2 + 1], 0);
     /* calc: BENIGN_WITHOUT_CALLBACK -> benign; "breast density" with a space */
@@ -1211,10 +1219,24 @@ static void test_synth_datasets(void **state) {
     o = opts_for(root, "synth_cbis.h5", out);
     run_ok("cbis-ddsm", &o, &st, &p);
     assert_true(p.n > 0);
+    /* every lesion's own pathology is benign or malignant, and an image's is the worst of them */
+    int pc = prep_label_col(&p, "pathology");
+    size_t mixed = 0;
     for (size_t i = 0; i < p.n; i++) {
         assert_true(prep_n_boxes(&p, i) > 0);
         mask_inside_boxes(&p, i);
+        const PrepBox *bx = prep_sample_boxes(&p, i);
+        int32_t worst = -1, best = 3;
+        for (size_t k = 0; k < prep_n_boxes(&p, i); k++) {
+            int32_t v = bx[k].values[pc];
+            assert_true(v == PREP_PATH_BENIGN || v == PREP_PATH_MALIGNANT);
+            worst = v > worst ? v : worst;
+            best = v < best ? v : best;
+        }
+        assert_true(worst <= prep_label(&p, i, pc));
+        mixed += worst != best;
     }
+    print_message("  synthetic CBIS: %zu of %zu images hold a benign and a malignant lesion\n", mixed, p.n);
     prep_close(&p);
 }
 

@@ -32,7 +32,7 @@ static void make_file(const char *path, int n, int seed, int gzip) {
             }
         int32_t lab = i % 4;
         uint8_t f = 1;
-        PrepBox b = {(float)x0, (float)y0, (float)x0 + 10, (float)y0 + 8, 0};
+        PrepBox b = {(float)x0, (float)y0, (float)x0 + 10, (float)y0 + 8, 0, {0}};
         char pid[32], iid[32];
         snprintf(pid, sizeof pid, "p%d", i / 2);
         snprintf(iid, sizeof iid, "s%d_%d", seed, i);

@@ -45,7 +45,7 @@ static void write_file(const char *path, int bits, int gzip, int with_masks, Exp
     PrepSchema s = {.dataset = "unit", .source = "/raw", .preprocess = "none", .height = H, .width = W, .bits = bits,
                     .gzip = gzip, .has_masks = with_masks, .n_labels = 2,
                     .labels = {{"density", PREP_CLASSES_DENSITY}, {"pathology", PREP_CLASSES_PATHOLOGY}},
-                    .findings = "mass\ncalc\nasym"};
+                    .findings = "mass\ncalc\nasym", .box_labels = "pathology"};
     PrepWriter *w;
     Err e;
     assert_int_equal(prep_writer_open(&w, path, &s, &e), 0);
@@ -61,8 +61,11 @@ static void write_file(const char *path, int bits, int gzip, int with_masks, Exp
         int32_t labels[2] = {i % 4, i == 3 ? -1 : i % 3};
         uint8_t findings[3] = {(uint8_t)(i & 1), (uint8_t)(i % 3 == 0), 0};
         ex->nb[i] = i % 4;
-        for (int k = 0; k < ex->nb[i]; k++)
-            ex->boxes[i][k] = (PrepBox){1.5f * k, 2.0f + i, 10.0f + k, 12.25f + i, k % 3 - (k == 2 ? 3 : 0)};
+        for (int k = 0; k < ex->nb[i]; k++) {
+            /* values[0] (density) is not a box label: the 0 it holds here must read back as -1 */
+            ex->boxes[i][k] = (PrepBox){1.5f * k, 2.0f + i, 10.0f + k, 12.25f + i, k % 3 - (k == 2 ? 3 : 0), {0}};
+            ex->boxes[i][k].values[1] = (i + k) % 3 - 1;   /* pathology -1..1 */
+        }
         char pid[32], iid[32];
         snprintf(pid, sizeof pid, "patient_%d", i / 2);
         snprintf(iid, sizeof iid, "img/%03d.dcm", i);
@@ -139,6 +142,9 @@ static void check_file(const char *path, int bits, int with_masks, const Expect 
             assert_memory_equal(&b[k], &ex->boxes[i][k], 4 * sizeof(float));
             int want = ex->boxes[i][k].label;
             assert_int_equal(b[k].label, want < -1 || want >= 3 ? -1 : want);
+            assert_int_equal(b[k].values[1], (i + k) % 3 - 1);
+            assert_int_equal(b[k].values[0], -1);
+            assert_int_equal(b[k].values[PREP_MAX_LABELS - 1], -1);
         }
     }
     Err e2;
@@ -289,6 +295,30 @@ static void test_missing_dataset(void **state) {
     delete_and_expect(good, "labels/density", "missing dataset '/labels/density'");
     delete_and_expect(good, "box_offset", "missing dataset '/box_offset'");
     delete_and_expect(good, "mask_present", "missing dataset '/mask_present'");
+    /* /box_labels is optional: without it every box value reads as -1 (files from before it);
+     * a value outside the label's classes is refused by name */
+    char old[512];
+    tpath(old, "nobox.h5");
+    copy_prefix(good, old, file_size(good));
+    hid_t h = H5Fopen(old, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(H5Ldelete(h, "box_labels", H5P_DEFAULT) >= 0);
+    H5Fclose(h);
+    Prepared p;
+    Err e;
+    assert_int_equal(prep_open(&p, old, &e), 0);
+    assert_true(p.n_boxes > 0);
+    for (size_t b = 0; b < p.n_boxes; b++) assert_int_equal(p.boxes[b].values[1], -1);
+    prep_close(&p);
+    copy_prefix(good, old, file_size(good));
+    h = H5Fopen(old, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t d = H5Dopen2(h, "box_labels/pathology", H5P_DEFAULT);
+    int32_t v[64];
+    assert_true(H5Dread(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0);
+    v[0] = 3;   /* pathology has 3 classes */
+    assert_true(H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0);
+    H5Dclose(d);
+    H5Fclose(h);
+    expect_open_error(old, "'/box_labels/pathology'[0] = 3 outside [-1, 3)");
 }
 
 static void test_corrupt_chunk(void **state) {
@@ -341,6 +371,20 @@ static void test_writer_rejects_bad_input(void **state) {
     PrepSample smp = {.pixels = px, .labels = &lab, .split = 0, .image_id = "a"};
     assert_int_equal(prep_writer_add(w, &smp, &e), 1);
     assert_non_null(strstr(e.msg, "label 'density' = 4"));
+    prep_writer_abort(w);
+    /* box labels: a name that is not a label, and a box value outside the classes */
+    s.box_labels = "pathology";
+    assert_int_equal(prep_writer_open(&w, path, &s, &e), 1);
+    assert_non_null(strstr(e.msg, "box label 'pathology' is not one of the labels"));
+    s.box_labels = "density";
+    assert_int_equal(prep_writer_open(&w, path, &s, &e), 0);
+    lab = 1;
+    PrepBox box = {0, 0, 4, 4, -1, {0}};
+    box.values[0] = 7;
+    smp.boxes = &box;
+    smp.n_boxes = 1;
+    assert_int_equal(prep_writer_add(w, &smp, &e), 1);
+    assert_non_null(strstr(e.msg, "box 0: label 'density' = 7"));
     prep_writer_abort(w);
     char tmp[600];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
