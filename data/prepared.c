@@ -369,6 +369,12 @@ int prep_writer_add_encoded(PrepWriter *w, const PrepSample *smp, const PrepEnco
         int nc = count_names(w->s.labels[k].classes);
         if (v < -1 || v >= nc)
             return err_set(e, "%s: sample '%s': label '%s' = %d outside [-1, %d)", w->path, id, w->s.labels[k].name, v, nc);
+        for (int b = 0; b < smp->n_boxes && w->per_box[k]; b++) {
+            v = smp->boxes[b].values[k];
+            if (v < -1 || v >= nc)
+                return err_set(e, "%s: sample '%s': box %d: label '%s' = %d outside [-1, %d)", w->path, id, b,
+                               w->s.labels[k].name, v, nc);
+        }
     }
     if (w->n == w->cap && grow_writer(w)) return err_set(e, "%s: out of memory", w->path);
     size_t i = w->n;
@@ -398,16 +404,8 @@ int prep_writer_add_encoded(PrepWriter *w, const PrepSample *smp, const PrepEnco
     for (int k = 0; k < smp->n_boxes; k++) {
         PrepBox b = smp->boxes[k];
         if (b.label < -1 || b.label >= F) b.label = -1;
-        for (int j = 0; j < PREP_MAX_LABELS; j++) {
-            if (j >= L || !w->per_box[j]) {
-                b.values[j] = -1;
-                continue;
-            }
-            int nc = count_names(w->s.labels[j].classes);
-            if (b.values[j] < -1 || b.values[j] >= nc)
-                return err_set(e, "%s: sample '%s': box %d: label '%s' = %d outside [-1, %d)", w->path, id, k,
-                               w->s.labels[j].name, b.values[j], nc);
-        }
+        for (int j = 0; j < PREP_MAX_LABELS; j++)
+            if (j >= L || !w->per_box[j]) b.values[j] = -1;
         w->boxes[w->n_boxes++] = b;
     }
     w->box_offset[i + 1] = (int64_t)w->n_boxes;
