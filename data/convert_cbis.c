@@ -15,7 +15,8 @@
  * One sample per full image (rows grouped by subject folder): pathology = the worst
  * (BENIGN_WITHOUT_CALLBACK -> benign), birads = max assessment, findings mass/calcification,
  * subtlety of the first abnormality, masks = union of the ROI masks, one box per ROI carrying
- * its own abnormality's pathology (/box_labels/pathology: crops are labelled by their lesion).
+ * its own abnormality's assessment, pathology and subtlety (/box_labels/: crops are labelled by
+ * their lesion, as the release's rows are).
  * Split: *_train_set -> train (val carved from train patients), *_test_set -> test.
  */
 #include "data/prepared.h"
@@ -26,7 +27,8 @@
 #include <sys/stat.h>
 
 static const char *CBIS_FINDINGS = "mass\ncalcification";
-enum { CBIS_PATHOLOGY = 2 };   /* label column of pathology in the schema below */
+/* label columns of the schema below */
+enum { CBIS_DENSITY = 0, CBIS_BIRADS = 1, CBIS_PATHOLOGY = 2, CBIS_SUBTLETY = 3 };
 
 static int isdir(const char *p) {
     struct stat st;
@@ -189,8 +191,15 @@ static int read_table(const char *root, const char *file, int is_mass, int split
                 r = &set->r[k];
                 break;
             }
+        long sub = 0;   /* 1..5; 0 = empty */
+        if (!csv_is_empty(&c, i, c_sub) && csv_get_long(&c, i, c_sub, &sub, e)) goto fail;
+        if (!csv_is_empty(&c, i, c_sub) && (sub < 1 || sub > 5)) {
+            err_value(e, &c, i, "subtlety", csv_get(&c, i, c_sub));
+            goto fail;
+        }
         if (!r) {
             r = rawset_add(set);
+            r->labels[CBIS_SUBTLETY] = (int32_t)(sub - 1);
             if (*nkeys == *capkeys) {
                 *capkeys = *capkeys ? 2 * *capkeys : 64;
                 *keys = xrealloc(*keys, *capkeys * sizeof **keys);
@@ -203,24 +212,17 @@ static int read_table(const char *root, const char *file, int is_mass, int split
             r->annotated = 1;
             if ((r->laterality = parse_laterality(csv_get(&c, i, c_lat))) < -1) goto bad_lat;
             r->view = parse_view(csv_get(&c, i, c_view));
-            if ((r->labels[0] = parse_density(csv_get(&c, i, c_den))) < -1) {
+            if ((r->labels[CBIS_DENSITY] = parse_density(csv_get(&c, i, c_den))) < -1) {
                 err_value(e, &c, i, is_mass ? "breast_density" : "breast density", csv_get(&c, i, c_den));
                 goto fail;
             }
-            long sub;
-            if (csv_is_empty(&c, i, c_sub)) r->labels[3] = -1;
-            else if (csv_get_long(&c, i, c_sub, &sub, e)) goto fail;
-            else if (sub < 1 || sub > 5) {
-                err_value(e, &c, i, "subtlety", csv_get(&c, i, c_sub));
-                goto fail;
-            } else r->labels[3] = (int32_t)(sub - 1);
         }
         int b = parse_birads(csv_get(&c, i, c_as));
         if (b < -1) {
             err_value(e, &c, i, "assessment", csv_get(&c, i, c_as));
             goto fail;
         }
-        if (b > r->labels[1]) r->labels[1] = b;
+        if (b > r->labels[CBIS_BIRADS]) r->labels[CBIS_BIRADS] = b;
         int p = parse_pathology(csv_get(&c, i, c_path));
         if (p < -1) {
             err_value(e, &c, i, "pathology", csv_get(&c, i, c_path));
@@ -236,7 +238,11 @@ static int read_table(const char *root, const char *file, int is_mass, int split
         r->findings[f] = 1;
         if (!csv_is_empty(&c, i, c_roi)) {
             char *m = resolve(root, csv_get(&c, i, c_roi), 1);
-            raw_add_mask(r, m, f, 1)[CBIS_PATHOLOGY] = p;   /* the lesion's own; the image's is the worst */
+            /* the lesion's own values; the image's are the worst / first of its lesions' */
+            int32_t *own = raw_add_mask(r, m, f, 1);
+            own[CBIS_BIRADS] = b;
+            own[CBIS_PATHOLOGY] = p;
+            own[CBIS_SUBTLETY] = (int32_t)(sub - 1);
             free(m);
         }
         continue;
@@ -254,7 +260,7 @@ fail:
 int convert_cbis(const ConvertOpts *o, ConvertStats *st, Err *e) {
     RawSet set = {0};
     set.schema = (PrepSchema){.dataset = "cbis-ddsm", .n_labels = 4, .findings = CBIS_FINDINGS, .has_masks = 1,
-                              .box_labels = "pathology",
+                              .box_labels = "birads\npathology\nsubtlety",
                               .labels = {{"density", PREP_CLASSES_DENSITY},
                                          {"birads", PREP_CLASSES_BIRADS},
                                          {"pathology", PREP_CLASSES_PATHOLOGY},

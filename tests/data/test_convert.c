@@ -893,13 +893,17 @@ static void test_cbis(void **state) {
     assert_int_equal(prep_n_boxes(&p, (size_t)a), 2);
     expect_box(&p, a, lesion_at(0, 0), 0, 1e-3f);   /* from the mask found beside the crop */
     expect_box(&p, a, lesion_at(0, 1), 1, 1e-3f);
-    /* ... and each box its own lesion's pathology (a crop of the benign mass is benign); the
-     * other labels have no per-box value */
-    int pc = prep_label_col(&p, "pathology");
+    /* ... and each box its own lesion's pathology, assessment and subtlety (a crop of the benign
+     * mass is benign, BI-RADS 3, subtlety 3); density has no per-box value */
+    int pc = prep_label_col(&p, "pathology"), bc = prep_label_col(&p, "birads"), sc = prep_label_col(&p, "subtlety");
     const PrepBox *ba = prep_sample_boxes(&p, (size_t)a);
     assert_int_equal(ba[0].values[pc], PREP_PATH_MALIGNANT);
     assert_int_equal(ba[1].values[pc], PREP_PATH_BENIGN);
-    assert_int_equal(ba[0].values[prep_label_col(&p, "birads")], -1);
+    assert_int_equal(ba[0].values[bc], 4);
+    assert_int_equal(ba[1].values[bc], 3);
+    assert_int_equal(ba[0].values[sc], 4);   /* subtlety 5 -> class index 4 */
+    assert_int_equal(ba[1].values[sc], 2);
+    assert_int_equal(ba[0].values[prep_label_col(&p, "density")], -1);
     assert_int_equal(prep_sample_boxes(&p, (size_t)b)[0].values[pc], PREP_PATH_BENIGN);
     assert_int_equal(p.findings[a * 2 + 0], 1);
     assert_int_equal(p.findings[a * 2 + 1], 0);
