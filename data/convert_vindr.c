@@ -10,13 +10,16 @@
  *   images/<study_id>/<image_id>.dicom
  * Labels: density ("DENSITY A".."D"), birads ("BI-RADS 1".."5"); findings = the 10 categories
  * (the `finding_categories` field is a Python list literal, e.g. "['Mass', 'Suspicious
- * Calcification']"); a box takes its row's first category.  split training/test is kept (val
+ * Calcification']"); a box takes its row's first category and keeps the row's finding_birads
+ * (/box_labels/birads; the image's birads is breast_birads).  split training/test is kept (val
  * carved from training patients); patient = study_id (one study per patient).
  */
 #include "data/prepared.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+enum { VINDR_DENSITY = 0, VINDR_BIRADS = 1 };   /* label columns of the schema */
 
 static const char *VINDR_FINDINGS =
     "Mass\nSuspicious Calcification\nAsymmetry\nFocal Asymmetry\nGlobal Asymmetry\nArchitectural Distortion\n"
@@ -70,7 +73,8 @@ int convert_vindr(const ConvertOpts *o, ConvertStats *st, Err *e) {
     if (csv_read(fpath, &fa, e) || csv_require_columns(&fa, fcols, e)) goto out;
 
     set.schema = (PrepSchema){.dataset = "vindr", .n_labels = 2, .findings = VINDR_FINDINGS,
-                              .labels = {{"density", PREP_CLASSES_DENSITY}, {"birads", PREP_CLASSES_BIRADS}}};
+                              .labels = {{"density", PREP_CLASSES_DENSITY}, {"birads", PREP_CLASSES_BIRADS}},
+                              .box_labels = "birads"};
     int c_study = csv_col(&bl, "study_id"), c_img = csv_col(&bl, "image_id"), c_lat = csv_col(&bl, "laterality"),
         c_view = csv_col(&bl, "view_position"), c_bi = csv_col(&bl, "breast_birads"),
         c_den = csv_col(&bl, "breast_density"), c_split = csv_col(&bl, "split");
@@ -90,12 +94,12 @@ int convert_vindr(const ConvertOpts *o, ConvertStats *st, Err *e) {
             goto out;
         }
         r->view = parse_view(csv_get(&bl, i, c_view));
-        if ((r->labels[0] = parse_density(csv_get(&bl, i, c_den))) < -1) {
+        if ((r->labels[VINDR_DENSITY] = parse_density(csv_get(&bl, i, c_den))) < -1) {
             err_value(e, &bl, i, "breast_density", csv_get(&bl, i, c_den));
             free(ids);
             goto out;
         }
-        if ((r->labels[1] = parse_birads(csv_get(&bl, i, c_bi))) < -1) {
+        if ((r->labels[VINDR_BIRADS] = parse_birads(csv_get(&bl, i, c_bi))) < -1) {
             err_value(e, &bl, i, "breast_birads", csv_get(&bl, i, c_bi));
             free(ids);
             goto out;
@@ -110,7 +114,7 @@ int convert_vindr(const ConvertOpts *o, ConvertStats *st, Err *e) {
     }
     StrIndex ix;
     strindex_build(&ix, ids, bl.nrows);
-    int f_img = csv_col(&fa, "image_id"), f_cat = csv_col(&fa, "finding_categories");
+    int f_img = csv_col(&fa, "image_id"), f_cat = csv_col(&fa, "finding_categories"), f_bi = csv_col(&fa, "finding_birads");
     int f_c[4] = {csv_col(&fa, "xmin"), csv_col(&fa, "ymin"), csv_col(&fa, "xmax"), csv_col(&fa, "ymax")};
     for (size_t i = 0; i < fa.nrows; i++) {
         long k = strindex_find(&ix, csv_get(&fa, i, f_img));
@@ -131,7 +135,12 @@ int convert_vindr(const ConvertOpts *o, ConvertStats *st, Err *e) {
         double v[4];
         for (int c = 0; c < 4; c++)
             if (csv_get_double(&fa, i, f_c[c], &v[c], e)) goto fail_ix;
-        raw_add_box(r, (float)v[0], (float)v[1], (float)v[2], (float)v[3], nc > 0 ? cats[0] : -1);
+        int fb = parse_birads(csv_get(&fa, i, f_bi));
+        if (fb < -1) {
+            err_value(e, &fa, i, "finding_birads", csv_get(&fa, i, f_bi));
+            goto fail_ix;
+        }
+        raw_add_box(r, (float)v[0], (float)v[1], (float)v[2], (float)v[3], nc > 0 ? cats[0] : -1)[VINDR_BIRADS] = fb;
     }
     strindex_free(&ix);
     free(ids);

@@ -755,6 +755,10 @@ static void test_vindr(void **state) {
     assert_int_equal(f3[2] + f3[3] + f3[4] + f3[6] + f3[7] + f3[8] + f3[9], 0);
     assert_int_equal(prep_sample_boxes(&p, (size_t)i3)[0].label, 0);   /* first category: Mass */
     assert_int_equal(prep_sample_boxes(&p, (size_t)i3)[1].label, 5);
+    /* each box keeps its row's finding_birads ("BI-RADS 4"); density has no per-box value */
+    int bc = prep_label_col(&p, "birads");
+    for (size_t b = 0; b < p.n_boxes; b++) assert_int_equal(p.boxes[b].values[bc], 4);
+    assert_int_equal(p.boxes[0].values[prep_label_col(&p, "density")], -1);
     expect_box(&p, i0, lesion_at(0, 0), 0, 1e-3f);
     expect_box(&p, i3, lesion_at(1, 0), 0, 1e-3f);
     /* the negative xmin was clamped to 0 before the transform: the box ends at the right edge of
@@ -1217,6 +1221,13 @@ static void test_synth_datasets(void **state) {
     for (size_t i = 0; i < f.nrows; i++) rows_with_box += !csv_is_empty(&f, i, csv_col(&f, "xmin"));
     csv_free(&f);
     assert_int_equal(st.n_boxes, rows_with_box);
+    /* a finding's BI-RADS never exceeds its breast's */
+    int vb = prep_label_col(&p, "birads");
+    for (size_t i = 0; i < p.n; i++)
+        for (size_t k = 0; k < prep_n_boxes(&p, i); k++) {
+            int32_t v = prep_sample_boxes(&p, i)[k].values[vb];
+            assert_true(v >= 2 && v <= prep_label(&p, i, vb));
+        }
     check_left_side(&p);
     prep_close(&p);
     snprintf(root, sizeof root, "%s/cbis-ddsm", raw);
