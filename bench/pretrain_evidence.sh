@@ -13,12 +13,14 @@
 #             and `random:vit_tiny` (architecture default LayerScale 1e-5), at the pretraining
 #             resolution and normalisation: linear probe (AdamW, model selection on val) and k-NN
 #             (k = 20) for density A-D (VinDr and CBIS layouts) and malignancy (CBIS pathology,
-#             whole images and lesion crops), test-split metrics with bootstrap CIs.
+#             whole images and lesion crops, each crop labelled by its own lesion's pathology),
+#             test-split metrics with bootstrap CIs.
 #   ceilings: bench/probe_ceiling.py (PyTorch; CEILING=0 skips): a CNN trained with the labels and
 #             an intensity-histogram regression on the same splits — the room a probe has.
 #
 # Usage: bash bench/pretrain_evidence.sh [BUILD_DIR] [OUT_DIR]
-# Knobs (environment): PATIENTS (1200), ITERS (600 = optim.epochs 12 x 50), THREADS (2),
+# Knobs (environment): PATIENTS (1200), ITERS (1000 = optim.epochs 20 x 50: 606 s on 2 AVX-512
+#   cores with OpenBLAS's SkylakeX kernels, which bench/blas_core.sh selects), THREADS (2),
 #   CONFIG (configs/pretrain/vit_tiny_cpu.yaml), EXTRA (key=value overrides of the pretrain config;
 #   default: peak LR 5e-4 and brightness / contrast jitter 0.6 instead of 0.4, as wide as the data's
 #   display spread; EXTRA= runs the config as committed), SIZE (96: probe input
@@ -31,7 +33,7 @@ set -euo pipefail
 build=${1:-build}
 out=${2:-runs/pretrain_evidence}
 PATIENTS=${PATIENTS:-1200}
-ITERS=${ITERS:-600}
+ITERS=${ITERS:-1000}
 THREADS=${THREADS:-2}
 CONFIG=${CONFIG:-configs/pretrain/vit_tiny_cpu.yaml}
 EXTRA=${EXTRA-optim.base_lr=0.004 crops.brightness=0.6 crops.contrast=0.6}
