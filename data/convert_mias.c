@@ -6,7 +6,8 @@
  * header line, several lines for an image with several abnormalities.
  *   BG: F fatty, G fatty-glandular, D dense-glandular -> label tissue ("F", "G", "D")
  *   CLASS: CALC, CIRC, SPIC, MISC, ARCH, ASYM -> findings; NORM -> pathology normal
- *   SEVERITY: B / M -> pathology benign / malignant (worst over the lines)
+ *   SEVERITY: B / M -> pathology benign / malignant (worst over the lines; each located
+ *             abnormality's box keeps its own: /box_labels/pathology)
  *   X, Y: centre with the origin at the BOTTOM-left (row = H - 1 - Y); RADIUS in pixels.  Lines
  *   without coordinates (widely distributed calcifications) give findings only.
  * Each located abnormality gives a box (its circle's extent, label = class) and fills a circle
@@ -19,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+enum { MIAS_TISSUE = 0, MIAS_PATHOLOGY = 1 };   /* label columns of the schema */
 
 static const char *MIAS_FINDINGS = "CALC\nCIRC\nSPIC\nMISC\nARCH\nASYM";
 
@@ -39,7 +42,8 @@ static int parse_num(const char *t, float *v) {
 int convert_mias(const ConvertOpts *o, ConvertStats *st, Err *e) {
     RawSet set = {0};
     set.schema = (PrepSchema){.dataset = "mias", .n_labels = 2, .findings = MIAS_FINDINGS, .has_masks = 1,
-                              .labels = {{"tissue", "F\nG\nD"}, {"pathology", PREP_CLASSES_PATHOLOGY}}};
+                              .labels = {{"tissue", "F\nG\nD"}, {"pathology", PREP_CLASSES_PATHOLOGY}},
+                              .box_labels = "pathology"};
     char *ipath = path_join(o->raw_root, "Info.txt");
     FILE *f = fopen(ipath, "r");
     int rc = 1;
@@ -86,9 +90,9 @@ int convert_mias(const ConvertOpts *o, ConvertStats *st, Err *e) {
             err_set(e, "%s:%d: column BG: unknown value '%s' (F, G or D)", ipath, ln, tok[1]);
             goto out_f;
         }
-        r->labels[0] = bg;
+        r->labels[MIAS_TISSUE] = bg;
         if (!strcmp(tok[2], "NORM")) {
-            if (r->labels[1] < PREP_PATH_NORMAL) r->labels[1] = PREP_PATH_NORMAL;
+            if (r->labels[MIAS_PATHOLOGY] < PREP_PATH_NORMAL) r->labels[MIAS_PATHOLOGY] = PREP_PATH_NORMAL;
             continue;
         }
         int cls = label_index(MIAS_FINDINGS, tok[2]);
@@ -97,17 +101,18 @@ int convert_mias(const ConvertOpts *o, ConvertStats *st, Err *e) {
             goto out_f;
         }
         r->findings[cls] = 1;
+        int sev = -1;
         if (nt >= 4) {
-            int sev = !strcmp(tok[3], "B") ? PREP_PATH_BENIGN : !strcmp(tok[3], "M") ? PREP_PATH_MALIGNANT : -2;
+            sev = !strcmp(tok[3], "B") ? PREP_PATH_BENIGN : !strcmp(tok[3], "M") ? PREP_PATH_MALIGNANT : -2;
             if (sev < 0) {
                 err_set(e, "%s:%d: column SEVERITY: unknown value '%s' (B or M)", ipath, ln, tok[3]);
                 goto out_f;
             }
-            if (sev > r->labels[1]) r->labels[1] = sev;
+            if (sev > r->labels[MIAS_PATHOLOGY]) r->labels[MIAS_PATHOLOGY] = sev;
         }
         float x, y, rad;
         if (nt >= 7 && parse_num(tok[4], &x) && parse_num(tok[5], &y) && parse_num(tok[6], &rad))
-            raw_add_circle(r, x, y, rad, 1, cls);   /* (x, y) from the bottom-left: y_up */
+            raw_add_circle(r, x, y, rad, 1, cls)[MIAS_PATHOLOGY] = sev;   /* (x, y) from the bottom-left: y_up */
     }
     rc = convert_run(&set, o, st, e);
 out_f:

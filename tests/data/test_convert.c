@@ -574,7 +574,7 @@ static void make_mias(const char *root) {
                   "mdb001 G CIRC B 40 40 5\n"
                   "mdb002 G NORM\n"
                   "mdb003 D CALC M 44 36 5\n"
-                  "mdb003 D SPIC M 44 36 3\n"
+                  "mdb003 D SPIC B 44 36 3\n"
                   "mdb004 F CALC B\n");
 }
 
@@ -1089,6 +1089,10 @@ static void test_mias(void **state) {
     assert_int_equal(p.findings[m3 * 6 + 0] + p.findings[m3 * 6 + 2], 2);
     assert_int_equal(prep_n_boxes(&p, (size_t)m3), 2);
     assert_int_equal(prep_n_boxes(&p, (size_t)m4), 0);
+    /* the image is malignant (worst line); each box keeps its own line's severity */
+    int pc = prep_label_col(&p, "pathology");
+    assert_int_equal(prep_sample_boxes(&p, (size_t)m3)[0].values[pc], PREP_PATH_MALIGNANT);
+    assert_int_equal(prep_sample_boxes(&p, (size_t)m3)[1].values[pc], PREP_PATH_BENIGN);
     assert_int_equal(p.findings[m4 * 6 + 0], 1);
     /* mdb001: centre (40, 40) from the bottom-left of a 64-row image = row 23; radius 5 */
     Lesion c1 = {40 - 5, 23 - 5, 40 + 6, 23 + 6};
