@@ -900,7 +900,8 @@ int prep_open(Prepared *p, const char *path, Err *e) {
                 for (int j = 0; j < PREP_MAX_LABELS; j++) p->boxes[k].values[j] = -1;
             }
             /* per-box values of some labels (the lesion's own, e.g. CBIS pathology) */
-            for (int j = 0; j < p->n_labels && !fail && H5Lexists(f, "box_labels", H5P_DEFAULT) > 0; j++) {
+            int has_box_labels = H5Lexists(f, "box_labels", H5P_DEFAULT) > 0;
+            for (int j = 0; j < p->n_labels && !fail && has_box_labels; j++) {
                 char dn[PREP_NAME_LEN + 12];
                 snprintf(dn, sizeof dn, "box_labels/%s", p->label_names[j]);
                 if (H5Lexists(f, dn, H5P_DEFAULT) <= 0) continue;

@@ -168,8 +168,8 @@ int engine_threads_init(void);
 const char *engine_blas_info(void);  /* e.g. "OpenBLAS 0.3.21 SkylakeX, OpenMP, 2 threads" */
 /* OpenBLAS picks its kernels from the CPU model; a model it does not know (a virtual machine's
  * "Intel Xeon Processor") gets the generic Prescott (SSE3) kernels: on such a VM with AVX-512,
- * one-thread sgemm at 768^3 ran at 23 GFLOP/s against 135 with SkylakeX's (a 600-iteration
- * ViT-Ti pretraining: 5.9 vs 21 img/s).  engine_blas_better_core: the OPENBLAS_CORETYPE value this
+ * one-thread sgemm at 768^3 ran at 23 GFLOP/s against 135 with SkylakeX's (one-thread ViT-Ti
+ * pretraining over its first 50 iterations: 5.9 vs 21 img/s).  engine_blas_better_core: the OPENBLAS_CORETYPE value this
  * CPU deserves when `core` is weaker than it (SkylakeX with AVX-512F, else Haswell or Zen with
  * AVX2), NULL when `core` is already one of those or the CPU has neither.
  * engine_blas_advice: a one-line note naming OPENBLAS_CORETYPE when the running library is on a
