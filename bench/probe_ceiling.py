@@ -60,10 +60,11 @@ def histogram_features(im):
 def lesion_crops(f, imgs, y, split, size, label):
     """square crops around every box (side = longer box side x 1.2, at least 16 px; zero outside
     the image), resized to size x size; each crop carries its lesion's own label where the file
-    has one (/box_labels/<label>, as versa bench), else its image's, and its image's split"""
-    boxes, off = f["boxes"][:], f["box_offset"][:]
+    has one (/box_labels/<label>, as versa bench), else its image's, its image's split and its
+    finding type (/box_label, an index into /findings' classes)"""
+    boxes, off, kind = f["boxes"][:], f["box_offset"][:], f["box_label"][:]
     own = f["box_labels"][label][:] if "box_labels" in f and label in f["box_labels"] else np.full(len(boxes), -1)
-    out, yy, ss = [], [], []
+    out, yy, ss, kk = [], [], [], []
     for i in range(len(imgs)):
         H, W = imgs[i].shape
         for j in range(off[i], off[i + 1]):
@@ -81,7 +82,8 @@ def lesion_crops(f, imgs, y, split, size, label):
             out.append(nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy())
             yy.append(own[j] if own[j] >= 0 else y[i])
             ss.append(split[i])
-    return np.stack(out), np.array(yy, dtype=np.int64), np.array(ss)
+            kk.append(kind[j])
+    return np.stack(out), np.array(yy, dtype=np.int64), np.array(ss), np.array(kk)
 
 
 def main():
@@ -101,8 +103,9 @@ def main():
     imgs = f["images"][:].astype(np.float32) / float(f.attrs["max_value"])
     y = f["labels"][a.label][:].astype(np.int64)
     split = f["split"][:]
+    kind = None
     if a.unit == "crop":
-        imgs, y, split = lesion_crops(f, imgs, y, split, a.crop_size, a.label)
+        imgs, y, split, kind = lesion_crops(f, imgs, y, split, a.crop_size, a.label)
     tr, va, te = (np.where((split == s) & (y >= 0))[0] for s in (0, 1, 2))
     lo = int(y[y >= 0].min())
     y = np.where(y >= 0, y - lo, -1)   # pathology is stored 1..2 (0 = normal)
@@ -151,6 +154,15 @@ def main():
     for name, m in (("supervised CNN (best val epoch %d)" % best[2], cnn), ("intensity-histogram logistic regression", hist)):
         print(f"{name}: test AUC {m[0][0]:.3f} [{m[0][1]:.3f}, {m[0][2]:.3f}], "
               f"bacc {m[1][0]:.3f} [{m[1][1]:.3f}, {m[1][2]:.3f}]")
+    if kind is not None and "findings" in f:
+        # the crops mix finding types whose malignancy cues differ (mass shape and margin,
+        # calcification morphology and count): the CNN's AUC within each type
+        names = f["findings"].attrs["classes"].decode().split("\n")
+        for k, name in enumerate(names):
+            sel = kind[te] == k
+            if sel.sum() and len(np.unique(y[te][sel])) == K:
+                m = metrics(y[te][sel], best[1][sel], rng)
+                print(f"  within {name} crops ({sel.sum()} test): CNN AUC {m[0][0]:.3f} [{m[0][1]:.3f}, {m[0][2]:.3f}]")
 
 
 if __name__ == "__main__":
