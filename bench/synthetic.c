@@ -1,7 +1,7 @@
 /* synthetic.c — the data of configs/bench/synthetic.yaml: `versa synth` exams written in the
  * VinDr-Mammo and CBIS-DDSM layouts, then the same converters `versa prepare vindr|cbis` runs.
  * Equivalent shell commands:
- *   versa synth DIR/raw --patients 250 --size 256x320 --formats vindr,cbis,vqa
+ *   versa synth DIR/raw --patients 250 --size 256x320 --seed 0 --formats vindr,cbis,vqa
  *   versa prepare vindr DIR/raw/vindr-mammo DIR/synth-vindr.h5 --size 128x128
  *   versa prepare cbis  DIR/raw/cbis-ddsm   DIR/synth-cbis.h5  --size 256x256 */
 #include "bench/bench.h"
