@@ -18,6 +18,7 @@ Test metrics: macro one-vs-rest AUC and balanced accuracy with 1000-resample boo
 the C program never needs it.
 
 Usage: /usr/bin/python3 bench/probe_ceiling.py PREPARED.h5 [--threads N] [--label density] [--unit image|crop]
+       (--label box --unit crop: the lesion's finding type, as the bench's `label: box` tasks)
 """
 import argparse
 
@@ -101,11 +102,16 @@ def main():
     rng = np.random.default_rng(0)
     f = h5py.File(a.h5, "r")
     imgs = f["images"][:].astype(np.float32) / float(f.attrs["max_value"])
-    y = f["labels"][a.label][:].astype(np.int64)
+    if a.label == "box" and a.unit != "crop":
+        ap.error("--label box needs --unit crop")
+    # --label box: a placeholder per image, replaced below by each crop's finding type
+    y = (np.zeros(len(imgs), np.int64) if a.label == "box" else f["labels"][a.label][:].astype(np.int64))
     split = f["split"][:]
     kind = None
     if a.unit == "crop":
         imgs, y, split, kind = lesion_crops(f, imgs, y, split, a.crop_size, a.label)
+        if a.label == "box":
+            y = kind.astype(np.int64)
     tr, va, te = (np.where((split == s) & (y >= 0))[0] for s in (0, 1, 2))
     lo = int(y[y >= 0].min())
     y = np.where(y >= 0, y - lo, -1)   # pathology is stored 1..2 (0 = normal)
@@ -154,7 +160,7 @@ def main():
     for name, m in (("supervised CNN (best val epoch %d)" % best[2], cnn), ("intensity-histogram logistic regression", hist)):
         print(f"{name}: test AUC {m[0][0]:.3f} [{m[0][1]:.3f}, {m[0][2]:.3f}], "
               f"bacc {m[1][0]:.3f} [{m[1][1]:.3f}, {m[1][2]:.3f}]")
-    if kind is not None and "findings" in f:
+    if kind is not None and "findings" in f and a.label != "box":
         # the crops mix finding types whose malignancy cues differ (mass shape and margin,
         # calcification morphology and count): the CNN's AUC within each type
         names = f["findings"].attrs["classes"].decode().split("\n")
