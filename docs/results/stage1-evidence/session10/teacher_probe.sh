@@ -1,5 +1,5 @@
 #!/bin/bash
-# Session 10, experiments A-F: pretrain a ViT-Ti/16 teacher (vit_tiny_cpu.yaml + the evidence
+# Session 10, experiments A-G: pretrain a ViT-Ti/16 teacher (vit_tiny_cpu.yaml + the evidence
 # script's EXTRA) on P, then probe CBIS pathology on the lesion crops of D, teacher vs its own
 # initialisation (a 1-step run at LR 0), GAP and CLS features at 96 px.  Run from the repo root.
 #   P      pretraining source (default D/synth-cbis.h5: the whole CBIS-layout images)
@@ -11,6 +11,7 @@
 # D: as C with O=runs/x10/D EXTRA="crops.blur_p=[0,0,0] crops.solarize_p=0"
 # E: as C with O=runs/x10/E IT=3000
 # F: P=runs/x10/roi3/roi.h5 D=runs/x10/c3big O=runs/x10/F T=1   (roi3: the same crops of c3big)
+# G: as D with O=runs/x10/G EXTRA="crops.blur_p=[0,0,0] crops.solarize_p=0 crops.global_crops_scale=[0.6,1.0] crops.local_crops_scale=[0.2,0.6]"
 set -e
 D=${D:?probe data folder}; O=${O:?output folder}; P=${P:-$D/synth-cbis.h5}; IT=${IT:-1000}
 mkdir -p "$O"
