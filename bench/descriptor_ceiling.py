@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """bench/descriptor_ceiling.py — how much of CBIS-DDSM malignancy the lesion descriptors explain.
 
 A logistic regression on the case-description CSVs' own categorical descriptors (abnormality type,
