@@ -11,7 +11,7 @@ static const struct {
     const char *name;
     ConvertFn fn;
 } CONVERTERS[] = {
-    {"vindr", convert_vindr}, {"cbis", convert_cbis}, {"inbreast", convert_inbreast}, {"cmmd", convert_cmmd},
+    {"vindr", convert_vindr}, {"cbis", convert_cbis}, {"cbis-roi", convert_cbis_roi}, {"inbreast", convert_inbreast}, {"cmmd", convert_cmmd},
     {"rsna", convert_rsna},   {"embed", convert_embed}, {"mias", convert_mias},       {"manifest", convert_manifest},
 };
 #define N_CONVERTERS (sizeof CONVERTERS / sizeof CONVERTERS[0])
@@ -23,9 +23,12 @@ static void usage(void) {
            "Converts a dataset from the layout it is distributed in into one prepared HDF5 file:\n"
            "images cropped to the breast, flipped to a common side and resized; labels, boxes,\n"
            "masks, view, laterality, patient id and a patient-disjoint train/val/test split.\n\n"
-           "DATASET: vindr, cbis, inbreast, cmmd, rsna, embed, mias, or manifest (a generic CSV of\n"
-           "image paths and label columns, for any other or private cohort: --manifest FILE.csv,\n"
-           "columns 'path' and 'patient_id', optional 'split', labels chosen with --labels).\n\n"
+           "DATASET: vindr, cbis, cbis-roi, inbreast, cmmd, rsna, embed, mias, or manifest (a generic\n"
+           "CSV of image paths and label columns, for any other or private cohort: --manifest\n"
+           "FILE.csv, columns 'path' and 'patient_id', optional 'split', labels chosen with --labels).\n"
+           "cbis-roi reads the same CBIS-DDSM release as cbis but makes one sample per abnormality\n"
+           "from its cropped image (lesion patches for ROI classification or pretraining; each\n"
+           "labelled with its own row; not breast-cropped, padded to keep the lesion's shape).\n\n"
            "options:\n"
            "  --size WxH        output size (default 224x224)\n"
            "  --bits 8|16       stored bit depth (16)\n"
@@ -89,7 +92,7 @@ int cmd_prepare(int argc, char **argv) {
     ConvertFn fn = NULL;
     for (size_t i = 0; i < N_CONVERTERS; i++)
         if (!strcmp(pos[0], CONVERTERS[i].name)) fn = CONVERTERS[i].fn;
-    if (!fn) return cli_fail("prepare: unknown dataset '%s' (vindr, cbis, inbreast, cmmd, rsna, embed, mias, manifest)", pos[0]);
+    if (!fn) return cli_fail("prepare: unknown dataset '%s' (vindr, cbis, cbis-roi, inbreast, cmmd, rsna, embed, mias, manifest)", pos[0]);
     if (labels_arg) {
         snprintf(labels_buf, sizeof labels_buf, "%s", labels_arg);
         int n = 0;

@@ -18,7 +18,10 @@
  * its own abnormality's assessment, pathology and subtlety (/box_labels/: crops are labelled by
  * their lesion, as the release's rows are).
  * Split: *_train_set -> train (val carved from train patients), *_test_set -> test.
+ * cbis-roi (convert_cbis_roi): one sample per row instead — the abnormality's cropped image, its
+ * own row's labels, no boxes or masks; the split is the same, patient by patient.
  */
+#include "data/dicom.h"
 #include "data/prepared.h"
 
 #include <dirent.h>
@@ -157,7 +160,50 @@ static int parse_pathology(const char *s) {
     return -2;
 }
 
-static int read_table(const char *root, const char *file, int is_mass, int split, RawSet *set, char ***keys, size_t *nkeys, size_t *capkeys, Err *e) {
+/* The cropped image of one abnormality.  The release's ROI folders hold the crop and the ROI
+ * mask in no fixed order (and the CSV's two columns are sometimes swapped), so the crop is the
+ * first DICOM — the CSV's own path, then the files under the ROI's subject folder — whose size is
+ * not the full image's W x H (the mask's is).  Returns a malloc'd path, or NULL with *e set. */
+static char *roi_crop_path(const char *root, const char *csv_crop, int W, int H, Err *e) {
+    char rel[1024], subject[256], series[256];
+    split_csv_path(csv_crop, rel, sizeof rel, subject, series);
+    char *p = resolve(root, csv_crop, 0);
+    Dicom d = {0};
+    Err e1;
+    if (!isdir(p) && dicom_read_header(p, &d, &e1) == 0) {
+        int full = d.info.cols == W && d.info.rows == H;
+        dicom_free(&d);
+        if (!full) return p;
+    }
+    char *dir = subject[0] && strcmp(subject, ".") && strcmp(subject, "..") ? resolve(root, subject, 1) : NULL;
+    char **files = NULL, *found = NULL;
+    int n = dir && isdir(dir) ? raw_list_images(dir, &files) : 0;
+    for (int k = 0; k < n && !found; k++) {
+        if (dicom_read_header(files[k], &d, &e1) == 0) {
+            if (!(d.info.cols == W && d.info.rows == H)) found = strdup(files[k]);
+            dicom_free(&d);
+        }
+    }
+    for (int k = 0; k < (n < 0 ? RAW_SEARCH_MAX_FILES : n); k++) free(files[k]);
+    free(files);
+    if (!found) {
+        char *named = path_join(root, rel);   /* the CSV's path, not whatever the fallback resolved */
+        err_set(e, "%s: no cropped image there%s (a DICOM whose size is not the full image's %dx%d)", named,
+                n < 0 ? ", and too many files under its subject folder to search" : n ? " nor under its subject folder" : "", W, H);
+        free(named);
+    }
+    free(dir);
+    free(p);
+    return found;
+}
+
+/* rois = 0: one record per full image (rows grouped by subject folder), a box + mask per ROI;
+ * rois = 1: one record per row, its cropped image, labelled with the row's own values.  A row
+ * whose crop cannot be found fails the conversion, or with CONVERT_SKIP is counted in *skipped
+ * (first message in skip_msg). */
+static int read_table(const char *root, const char *file, int is_mass, int split, int rois, const ConvertOpts *o,
+                      RawSet *set, char ***keys, size_t *nkeys, size_t *capkeys, long *skipped, char *skip_msg,
+                      size_t skip_len, Err *e) {
     char *path = path_join(root, file);
     if (!path_exists(path)) {
         free(path);
@@ -179,14 +225,15 @@ static int read_table(const char *root, const char *file, int is_mass, int split
     int c_pat = csv_col(&c, "patient_id"), c_den = csv_col(&c, is_mass ? "breast_density" : "breast density"),
         c_lat = csv_col(&c, "left or right breast"), c_view = csv_col(&c, "image view"),
         c_type = csv_col(&c, "abnormality type"), c_as = csv_col(&c, "assessment"), c_path = csv_col(&c, "pathology"),
-        c_sub = csv_col(&c, "subtlety"), c_img = csv_col(&c, "image file path"), c_roi = csv_col(&c, "ROI mask file path");
+        c_sub = csv_col(&c, "subtlety"), c_img = csv_col(&c, "image file path"), c_roi = csv_col(&c, "ROI mask file path"),
+        c_crop = csv_col(&c, "cropped image file path"), c_id = csv_col(&c, "abnormality id");
     for (size_t i = 0; i < c.nrows; i++) {
         char rel[1024], subject[256], series[256];
         split_csv_path(csv_get(&c, i, c_img), rel, sizeof rel, subject, series);
         /* group rows by subject folder (a linear scan of this table's own records is enough:
          * the rows of one image are adjacent in the release, but do not rely on it) */
         RawRecord *r = NULL;
-        for (size_t k = *nkeys; k-- > 0;)
+        for (size_t k = *nkeys; !rois && k-- > 0;)
             if (!strcmp((*keys)[k], subject)) {
                 r = &set->r[k];
                 break;
@@ -200,16 +247,18 @@ static int read_table(const char *root, const char *file, int is_mass, int split
         if (!r) {
             r = rawset_add(set);
             r->labels[CBIS_SUBTLETY] = (int32_t)(sub - 1);
-            if (*nkeys == *capkeys) {
-                *capkeys = *capkeys ? 2 * *capkeys : 64;
-                *keys = xrealloc(*keys, *capkeys * sizeof **keys);
+            if (!rois) {
+                if (*nkeys == *capkeys) {
+                    *capkeys = *capkeys ? 2 * *capkeys : 64;
+                    *keys = xrealloc(*keys, *capkeys * sizeof **keys);
+                }
+                (*keys)[(*nkeys)++] = strdup(subject);
             }
-            (*keys)[(*nkeys)++] = strdup(subject);
             r->image_path = resolve(root, csv_get(&c, i, c_img), 0);
             str_copy(r->image_id, sizeof r->image_id, subject);
             str_copy(r->patient_id, sizeof r->patient_id, csv_get(&c, i, c_pat));
             r->src_split = split;
-            r->annotated = 1;
+            r->annotated = !rois;
             if ((r->laterality = parse_laterality(csv_get(&c, i, c_lat))) < -1) goto bad_lat;
             r->view = parse_view(csv_get(&c, i, c_view));
             if ((r->labels[CBIS_DENSITY] = parse_density(csv_get(&c, i, c_den))) < -1) {
@@ -236,6 +285,32 @@ static int read_table(const char *root, const char *file, int is_mass, int split
             goto fail;
         }
         r->findings[f] = 1;
+        if (rois) {
+            /* the crop replaces the full image: its size tells the two ROI files apart */
+            Dicom full = {0};
+            char *crop = NULL;
+            if (dicom_read_header(r->image_path, &full, e) == 0) {
+                crop = roi_crop_path(root, csv_get(&c, i, c_crop), full.info.cols, full.info.rows, e);
+                dicom_free(&full);
+            }
+            if (!crop) {
+                rawset_pop(set);
+                if (o->on_missing != CONVERT_SKIP) goto fail;
+                if (!(*skipped)++) snprintf(skip_msg, skip_len, "%s", e->msg);
+                continue;
+            }
+            free(r->image_path);
+            r->image_path = crop;
+            char roi_subject[256];
+            split_csv_path(csv_get(&c, i, c_crop), rel, sizeof rel, roi_subject, series);
+            if (roi_subject[0]) str_copy(r->image_id, sizeof r->image_id, roi_subject);
+            else {
+                char id[600];
+                snprintf(id, sizeof id, "%s_%s", subject, csv_get(&c, i, c_id));
+                str_copy(r->image_id, sizeof r->image_id, id);
+            }
+            continue;
+        }
         if (!csv_is_empty(&c, i, c_roi)) {
             char *m = resolve(root, csv_get(&c, i, c_roi), 1);
             /* the lesion's own values; the image's are the worst / first of its lesions' */
@@ -257,10 +332,10 @@ fail:
     return 1;
 }
 
-int convert_cbis(const ConvertOpts *o, ConvertStats *st, Err *e) {
+static int convert_cbis_any(const ConvertOpts *o, int rois, ConvertStats *st, Err *e) {
     RawSet set = {0};
-    set.schema = (PrepSchema){.dataset = "cbis-ddsm", .n_labels = 4, .findings = CBIS_FINDINGS, .has_masks = 1,
-                              .box_labels = "birads\npathology\nsubtlety",
+    set.schema = (PrepSchema){.dataset = rois ? "cbis-ddsm-roi" : "cbis-ddsm", .n_labels = 4, .findings = CBIS_FINDINGS,
+                              .has_masks = !rois, .box_labels = rois ? NULL : "birads\npathology\nsubtlety",
                               .labels = {{"density", PREP_CLASSES_DENSITY},
                                          {"birads", PREP_CLASSES_BIRADS},
                                          {"pathology", PREP_CLASSES_PATHOLOGY},
@@ -274,16 +349,36 @@ int convert_cbis(const ConvertOpts *o, ConvertStats *st, Err *e) {
                  {"calc_case_description_test_set.csv", 0, PREP_SPLIT_TEST}};
     char **keys = NULL;
     size_t nkeys = 0, capkeys = 0;
+    long skipped = 0;
+    char skip_msg[sizeof st->first_skip] = "";
     int found = 0, rc = 0;
     for (int t = 0; t < 4 && !rc; t++) {
-        int r = read_table(o->raw_root, tabs[t].file, tabs[t].mass, tabs[t].split, &set, &keys, &nkeys, &capkeys, e);
+        int r = read_table(o->raw_root, tabs[t].file, tabs[t].mass, tabs[t].split, rois, o, &set, &keys, &nkeys,
+                           &capkeys, &skipped, skip_msg, sizeof skip_msg, e);
         if (r > 0) rc = 1;
         else if (r == 0) found++;
     }
     if (!rc && !found) rc = err_set(e, "%s: none of the CBIS-DDSM case description CSVs (mass_case_description_train_set.csv, ...) found", o->raw_root);
-    if (!rc) rc = convert_run(&set, o, st, e);
+    if (!rc) {
+        ConvertOpts ro = *o;
+        /* a crop is already the lesion's region: no breast-region crop; padded, not stretched,
+         * so a lesion keeps its shape */
+        if (rois) {
+            ro.prep.crop = 0;
+            ro.prep.keep_aspect = 1;
+        }
+        rc = convert_run(&set, &ro, st, e);
+        if (!rc && st && skipped) {
+            if (!st->n_skipped) snprintf(st->first_skip, sizeof st->first_skip, "%s", skip_msg);
+            st->n_skipped += skipped;
+        }
+    }
     for (size_t k = 0; k < nkeys; k++) free(keys[k]);
     free(keys);
     rawset_free(&set);
     return rc;
 }
+
+int convert_cbis(const ConvertOpts *o, ConvertStats *st, Err *e) { return convert_cbis_any(o, 0, st, e); }
+
+int convert_cbis_roi(const ConvertOpts *o, ConvertStats *st, Err *e) { return convert_cbis_any(o, 1, st, e); }

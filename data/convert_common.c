@@ -89,16 +89,21 @@ RawRecord *rawset_add(RawSet *s) {
     return r;
 }
 
+static void rawrecord_free(RawRecord *r) {
+    free(r->image_path);
+    free(r->boxes);
+    for (int k = 0; k < r->n_masks; k++) free(r->masks[k].path);
+    free(r->masks);
+    for (int k = 0; k < r->n_shapes; k++) free(r->shapes[k].xy);
+    free(r->shapes);
+}
+
+void rawset_pop(RawSet *s) {
+    if (s->n) rawrecord_free(&s->r[--s->n]);
+}
+
 void rawset_free(RawSet *s) {
-    for (size_t i = 0; i < s->n; i++) {
-        RawRecord *r = &s->r[i];
-        free(r->image_path);
-        free(r->boxes);
-        for (int k = 0; k < r->n_masks; k++) free(r->masks[k].path);
-        free(r->masks);
-        for (int k = 0; k < r->n_shapes; k++) free(r->shapes[k].xy);
-        free(r->shapes);
-    }
+    for (size_t i = 0; i < s->n; i++) rawrecord_free(&s->r[i]);
     free(s->r);
     memset(s, 0, sizeof *s);
 }
@@ -232,13 +237,6 @@ static int is_binary(const Image *im) {
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* A CBIS-DDSM ROI series folder holds the mask and the crop; a search that finds more images
- * than this is not looking at one ROI folder and stops rather than decode them all. */
-#define MASK_SEARCH_MAX_FILES 64
-#define MASK_SEARCH_MAX_DEPTH 4
-
-/* DICOM/PNG files below dir (recursive, MASK_SEARCH_MAX_DEPTH levels) into *out; returns the
- * count, or -1 once there are more than MASK_SEARCH_MAX_FILES. */
 static int list_images(const char *dir, char ***out, int *cap, int n, int depth) {
     DIR *d = opendir(dir);
     if (!d) return n;
@@ -247,7 +245,7 @@ static int list_images(const char *dir, char ***out, int *cap, int n, int depth)
         if (de->d_name[0] == '.') continue;
         char *p = path_join(dir, de->d_name);
         if (is_dir(p)) {
-            if (depth < MASK_SEARCH_MAX_DEPTH) n = list_images(p, out, cap, n, depth + 1);
+            if (depth < RAW_SEARCH_MAX_DEPTH) n = list_images(p, out, cap, n, depth + 1);
             free(p);
             continue;
         }
@@ -256,7 +254,7 @@ static int list_images(const char *dir, char ***out, int *cap, int n, int depth)
             free(p);
             continue;
         }
-        if (n == MASK_SEARCH_MAX_FILES) {
+        if (n == RAW_SEARCH_MAX_FILES) {
             free(p);
             n = -1;
             break;
@@ -268,6 +266,14 @@ static int list_images(const char *dir, char ***out, int *cap, int n, int depth)
         (*out)[n++] = p;
     }
     closedir(d);
+    return n;
+}
+
+int raw_list_images(const char *dir, char ***files) {
+    int cap = 0;
+    *files = NULL;
+    int n = list_images(dir, files, &cap, 0, 0);
+    if (n > 1) qsort(*files, (size_t)n, sizeof **files, cmp_str);
     return n;
 }
 
@@ -315,12 +321,11 @@ static int load_mask_ref(const RawMaskRef *ref, const char *root, int W, int H, 
         return 1;
     }
     char **files = NULL;
-    int cap = 0, n = list_images(dir, &files, &cap, 0, 0);
-    int listed = n < 0 ? MASK_SEARCH_MAX_FILES : n, found = 0;
+    int n = raw_list_images(dir, &files);
+    int listed = n < 0 ? RAW_SEARCH_MAX_FILES : n, found = 0;
     if (n < 0) {
-        err_set(e, "%s: more than %d images under %s; not searched for the ROI mask", ref->path, MASK_SEARCH_MAX_FILES, dir);
+        err_set(e, "%s: more than %d images under %s; not searched for the ROI mask", ref->path, RAW_SEARCH_MAX_FILES, dir);
     } else {
-        if (n > 1) qsort(files, (size_t)n, sizeof *files, cmp_str);
         for (int k = 0; k < n && !found; k++) {
             if (image_load(files[k], &m, &e1) == 0) {
                 if (m.w == W && m.h == H && is_binary(&m)) found = 1;
@@ -652,13 +657,15 @@ int convert_dataset(const char *name, const ConvertOpts *o, ConvertStats *st, Er
         const char *name;
         int (*fn)(const ConvertOpts *, ConvertStats *, Err *);
     } tab[] = {{"vindr", convert_vindr},   {"cbis-ddsm", convert_cbis}, {"inbreast", convert_inbreast},
+               {"cbis-ddsm-roi", convert_cbis_roi},
                {"cmmd", convert_cmmd},     {"rsna", convert_rsna},      {"embed", convert_embed},
                {"mias", convert_mias},     {"manifest", convert_manifest}};
     for (size_t k = 0; k < sizeof tab / sizeof *tab; k++)
         if (strcmp(name, tab[k].name) == 0) return tab[k].fn(o, st, e);
     if (strcmp(name, "vindr-mammo") == 0) return convert_vindr(o, st, e);
     if (strcmp(name, "cbis") == 0) return convert_cbis(o, st, e);
-    return err_set(e, "unknown dataset '%s' (known: vindr, cbis-ddsm, inbreast, cmmd, rsna, embed, mias, manifest)", name);
+    if (strcmp(name, "cbis-roi") == 0) return convert_cbis_roi(o, st, e);
+    return err_set(e, "unknown dataset '%s' (known: vindr, cbis-ddsm, cbis-ddsm-roi, inbreast, cmmd, rsna, embed, mias, manifest)", name);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -295,6 +295,9 @@ typedef struct ConvertStats {
  *   vindr      density, birads; findings = the 10 VinDr categories; boxes (first category)
  *   cbis-ddsm  density, birads (assessment), pathology, subtlety ("1".."5"); findings mass,
  *              calcification; boxes + masks from the ROI mask DICOMs (union per image)
+ *   cbis-ddsm-roi  the same labels, one sample per abnormality: the release's cropped image of
+ *              the lesion (no breast crop, padded to keep its shape), labelled with its own
+ *              row's values; no boxes or masks
  *   inbreast   density (ACR), birads, birads_sub ("1","2","3","4a","4b","4c","5","6"); findings
  *              from ROI names; boxes of polygon ROIs; masks = union of "Mass" polygons
  *   cmmd       pathology (breasts without a row = normal), abnormality (mass, calcification,
@@ -309,6 +312,7 @@ typedef struct ConvertStats {
  * File names and headers are exactly those of mammo-data.md (see each convert_*.c). */
 int convert_vindr(const ConvertOpts *o, ConvertStats *st, Err *e);
 int convert_cbis(const ConvertOpts *o, ConvertStats *st, Err *e);
+int convert_cbis_roi(const ConvertOpts *o, ConvertStats *st, Err *e);
 int convert_inbreast(const ConvertOpts *o, ConvertStats *st, Err *e);
 int convert_cmmd(const ConvertOpts *o, ConvertStats *st, Err *e);
 int convert_rsna(const ConvertOpts *o, ConvertStats *st, Err *e);
@@ -367,6 +371,7 @@ typedef struct RawSet {
 } RawSet;
 
 RawRecord *rawset_add(RawSet *s);                  /* zeroed record, labels/view/split -1 */
+void rawset_pop(RawSet *s);                        /* drop (and free) the last record */
 void rawset_free(RawSet *s);
 /* Each returns the box values of what it added (PrepBox.values, all -1), for a converter whose
  * schema has box_labels to fill in: raw_add_mask(r, ...)[PATHOLOGY_COL] = p. */
@@ -378,6 +383,14 @@ int32_t *raw_add_circle(RawRecord *r, float cx, float cy, float rad, int to_mask
 /* Assign splits (opts->split), load + preprocess every record (opts->prep at width x height,
  * flip by the record's laterality), rasterise masks, transform boxes, write opts->out_path. */
 int convert_run(RawSet *s, const ConvertOpts *o, ConvertStats *st, Err *e);
+
+/* DICOM/PNG files below dir (RAW_SEARCH_MAX_DEPTH levels), sorted by path, into *files (malloc'd,
+ * each malloc'd): the count, or -1 once there are more than RAW_SEARCH_MAX_FILES (then the
+ * RAW_SEARCH_MAX_FILES listed are still to be freed).  A CBIS-DDSM ROI series folder holds a mask
+ * and a crop; a search that finds more than this is not looking at one ROI folder and stops. */
+#define RAW_SEARCH_MAX_FILES 64
+#define RAW_SEARCH_MAX_DEPTH 4
+int raw_list_images(const char *dir, char ***files);
 
 /* small helpers shared by the converters */
 char *path_join(const char *a, const char *b);      /* malloc'd "a/b" */

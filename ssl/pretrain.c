@@ -217,7 +217,8 @@ int ssl_config_from(const Config *cfg, SslConfig *s, Err *e) {
     return 0;
 }
 
-/* The multi-crop loader of a pretraining config (one rank, all splits; the trainer sets the rank). */
+/* The multi-crop loader of a pretraining config (rank 0 of 1, the train split of every source --
+ * loader_config_default; the trainer sets the rank). */
 LoaderConfig ssl_loader_config(const SslConfig *s) {
     LoaderConfig lc = loader_config_default(LOADER_MULTICROP);
     lc.batch_size = s->batch;

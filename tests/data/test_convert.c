@@ -929,6 +929,67 @@ static void test_cbis(void **state) {
     prep_close(&p);
 }
 
+/* mean of row y of sample i (OUT x OUT, floats in [0, 1]) */
+static float row_mean(const Prepared *p, size_t i, int y) {
+    float px[OUT * OUT];
+    Err e;
+    if (prep_read_image_f32(p, i, px, &e)) fail_msg("%s", e.msg);
+    float m = 0;
+    for (int x = 0; x < OUT; x++) m += px[y * OUT + x];
+    return m / OUT;
+}
+
+/* cbis-roi: one sample per abnormality from its cropped image, found by size beside the mask */
+static void test_cbis_roi(void **state) {
+    (void)state;
+    char out[512], root[400];
+    Err e;
+    ConvertOpts o = opts_for(FX "/cbis-ddsm", "cbis_roi.h5", out);
+    /* two of the fixture's four ROI folders hold only the mask: by default that is an error
+     * naming the row's crop path, and no file is left */
+    assert_int_equal(convert_dataset("cbis-ddsm-roi", &o, NULL, &e), 1);
+    print_message("  %s\n", e.msg);
+    assert_non_null(strstr(e.msg, "Mass-Training_P_00001_LEFT_CC_2"));
+    assert_non_null(strstr(e.msg, "no cropped image there"));
+    assert_int_equal(access(out, F_OK), -1);
+    o.on_missing = CONVERT_SKIP;
+    ConvertStats st;
+    Prepared p;
+    run_ok("cbis-ddsm-roi", &o, &st, &p);
+    assert_int_equal(p.n, 2);
+    assert_int_equal(st.n_skipped, 2);
+    assert_non_null(strstr(st.first_skip, "no cropped image there"));
+    long a = find_image(&p, "Mass-Training_P_00001_LEFT_CC_1"), c = find_image(&p, "Mass-Test_P_00003_RIGHT_MLO_1");
+    /* each crop carries its own row's values */
+    assert_int_equal(label_of(&p, a, "pathology"), PREP_PATH_MALIGNANT);
+    assert_int_equal(label_of(&p, a, "birads"), 4);
+    assert_int_equal(label_of(&p, a, "subtlety"), 4);
+    assert_int_equal(label_of(&p, a, "density"), 2);
+    assert_int_equal(p.findings[a * 2 + 0], 1);
+    assert_int_equal(label_of(&p, c, "pathology"), PREP_PATH_BENIGN);
+    assert_int_equal(label_of(&p, c, "subtlety"), 1);
+    assert_int_equal(p.split[c], PREP_SPLIT_TEST);
+    assert_true(p.split[a] != PREP_SPLIT_TEST);
+    assert_string_equal(prep_patient(&p, (size_t)c), "P_00003");
+    for (size_t i = 0; i < p.n; i++) assert_int_equal(prep_n_boxes(&p, i), 0);
+    /* the 12 x 10 crop (a ramp rising row by row), not the 200-px mask: scaled to the width and
+     * padded below, never stretched */
+    float r1 = row_mean(&p, (size_t)a, 1), r20 = row_mean(&p, (size_t)a, 20), last = row_mean(&p, (size_t)a, OUT - 1);
+    assert_true(r1 > 0.0f && r20 > r1);
+    assert_true(last == 0.0f);
+    float want = r20;
+    prep_close(&p);
+    /* the crop column naming the mask instead (the release swaps them): the crop is still found */
+    snprintf(root, sizeof root, "%s/cbis_roi_swap", tmpdir);
+    variant(FX "/cbis-ddsm", root, "mass_case_description_train_set.csv", "222.1/000000.dcm,", "222.1/000001.dcm,");
+    o = opts_for(root, "cbis_roi_swap.h5", out);
+    o.on_missing = CONVERT_SKIP;
+    run_ok("cbis-ddsm-roi", &o, &st, &p);
+    assert_int_equal(p.n, 2);
+    assert_true(row_mean(&p, (size_t)find_image(&p, "Mass-Training_P_00001_LEFT_CC_1"), 20) == want);
+    prep_close(&p);
+}
+
 static void test_inbreast(void **state) {
     (void)state;
     char out[512];
@@ -1257,6 +1318,24 @@ static void test_synth_datasets(void **state) {
     }
     print_message("  synthetic CBIS: %zu of %zu images hold a benign and a malignant lesion\n", mixed, p.n);
     prep_close(&p);
+    /* ... and as lesion crops: one per CSV row, each with the row's pathology */
+    size_t rows = 0, malignant = 0;
+    static const char *const tabs[4] = {"mass_case_description_train_set.csv", "mass_case_description_test_set.csv",
+                                        "calc_case_description_train_set.csv", "calc_case_description_test_set.csv"};
+    for (int t = 0; t < 4; t++) {
+        snprintf(fp, sizeof fp, "%s/%s", root, tabs[t]);
+        assert_int_equal(csv_read(fp, &f, &e), 0);
+        rows += f.nrows;
+        for (size_t i = 0; i < f.nrows; i++) malignant += !strcmp(csv_get(&f, i, csv_col(&f, "pathology")), "MALIGNANT");
+        csv_free(&f);
+    }
+    o = opts_for(root, "synth_cbis_roi.h5", out);
+    run_ok("cbis-ddsm-roi", &o, &st, &p);
+    assert_int_equal(p.n, rows);
+    size_t got = 0;
+    for (size_t i = 0; i < p.n; i++) got += prep_label(&p, i, pc) == PREP_PATH_MALIGNANT;
+    assert_int_equal(got, malignant);
+    prep_close(&p);
 }
 
 static void test_parsers(void **state) {
@@ -1297,6 +1376,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_bad_values_and_missing_images),
         cmocka_unit_test(test_threads_same_output),
         cmocka_unit_test(test_cbis),
+        cmocka_unit_test(test_cbis_roi),
         cmocka_unit_test(test_inbreast),
         cmocka_unit_test(test_cmmd),
         cmocka_unit_test(test_rsna),
