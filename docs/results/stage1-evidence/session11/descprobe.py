@@ -1,0 +1,39 @@
+#!/usr/bin/python3
+"""Do frozen crop features encode the lesion descriptors that decide malignancy?
+Usage: descprobe.py RAW_CBIS_DIR PREPARED.h5 FEAT.h5 ...  (versa bench crop feature caches)"""
+import csv, sys, h5py, numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from sklearn.metrics import roc_auc_score
+raw, prep = sys.argv[1], h5py.File(sys.argv[2])
+rows = {}
+for t in ("mass_case_description_train_set", "mass_case_description_test_set", "calc_case_description_train_set", "calc_case_description_test_set"):
+    for r in csv.DictReader(open(f"{raw}/{t}.csv")):
+        rows.setdefault(r["image file path"].split("/")[0], []).append(r)
+ids = [s.decode() for s in prep["image_id"][:]]; off = prep["box_offset"][:]
+desc = [None] * off[-1]
+for i, iid in enumerate(ids):
+    rr = rows.get(iid, [])
+    if len(rr) == off[i + 1] - off[i]:
+        for j, r in enumerate(rr): desc[off[i] + j] = r
+split = prep["split"][:]
+tasks = {
+  "mass margin spiculated vs circumscribed": lambda r: None if r["abnormality type"] != "mass" else {"SPICULATED": 1, "CIRCUMSCRIBED": 0}.get(r["mass margins"]),
+  "mass shape irregular vs oval/round": lambda r: None if r["abnormality type"] != "mass" else {"IRREGULAR": 1, "OVAL": 0, "ROUND": 0}.get(r["mass shape"]),
+  "calc fine-linear/pleomorphic vs punctate/round/amorphous": lambda r: None if r["abnormality type"] != "calcification" else {"FINE_LINEAR_BRANCHING": 1, "PLEOMORPHIC": 1, "PUNCTATE": 0, "ROUND_AND_REGULAR": 0, "AMORPHOUS": 0}.get(r["calc type"]),
+  "mass malignant": lambda r: None if r["abnormality type"] != "mass" else int(r["pathology"] == "MALIGNANT"),
+  "calc malignant": lambda r: None if r["abnormality type"] != "calcification" else int(r["pathology"] == "MALIGNANT"),
+}
+for fn in sys.argv[3:]:
+    f = h5py.File(fn); X = f["features"][:]; b = f["box"][:]; s = split[f["sample"][:]]
+    out = []
+    for name, fun in tasks.items():
+        y = np.array([-1 if desc[k] is None or fun(desc[k]) is None else fun(desc[k]) for k in b])
+        ok = y >= 0; tr, va, te = ok & (s == 0), ok & (s == 1), ok & (s == 2)
+        sc = StandardScaler().fit(X[tr]); Xs = sc.transform(X); best = None
+        for C in [1e-3, 1e-2, 0.1, 1]:
+            m = LogisticRegression(C=C, max_iter=3000).fit(Xs[tr], y[tr])
+            v = roc_auc_score(y[va], m.decision_function(Xs[va]))
+            if best is None or v > best[0]: best = (v, roc_auc_score(y[te], m.decision_function(Xs[te])))
+        out.append("%s %.3f (n %d)" % (name.split(" vs")[0], best[1], te.sum()))
+    print(fn.split("/features/")[-1].split("/")[0], " | ".join(out))
