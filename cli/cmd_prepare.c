@@ -11,8 +11,9 @@ static const struct {
     const char *name;
     ConvertFn fn;
 } CONVERTERS[] = {
-    {"vindr", convert_vindr}, {"cbis", convert_cbis}, {"cbis-roi", convert_cbis_roi}, {"inbreast", convert_inbreast}, {"cmmd", convert_cmmd},
-    {"rsna", convert_rsna},   {"embed", convert_embed}, {"mias", convert_mias},       {"manifest", convert_manifest},
+    {"vindr", convert_vindr},   {"cbis", convert_cbis},   {"cbis-roi", convert_cbis_roi}, {"inbreast", convert_inbreast},
+    {"cmmd", convert_cmmd},     {"rsna", convert_rsna},   {"embed", convert_embed},       {"mias", convert_mias},
+    {"manifest", convert_manifest},
 };
 #define N_CONVERTERS (sizeof CONVERTERS / sizeof CONVERTERS[0])
 

@@ -656,10 +656,9 @@ int convert_dataset(const char *name, const ConvertOpts *o, ConvertStats *st, Er
     static const struct {
         const char *name;
         int (*fn)(const ConvertOpts *, ConvertStats *, Err *);
-    } tab[] = {{"vindr", convert_vindr},   {"cbis-ddsm", convert_cbis}, {"inbreast", convert_inbreast},
-               {"cbis-ddsm-roi", convert_cbis_roi},
-               {"cmmd", convert_cmmd},     {"rsna", convert_rsna},      {"embed", convert_embed},
-               {"mias", convert_mias},     {"manifest", convert_manifest}};
+    } tab[] = {{"vindr", convert_vindr},   {"cbis-ddsm", convert_cbis}, {"cbis-ddsm-roi", convert_cbis_roi},
+               {"inbreast", convert_inbreast}, {"cmmd", convert_cmmd}, {"rsna", convert_rsna},
+               {"embed", convert_embed},   {"mias", convert_mias},      {"manifest", convert_manifest}};
     for (size_t k = 0; k < sizeof tab / sizeof *tab; k++)
         if (strcmp(name, tab[k].name) == 0) return tab[k].fn(o, st, e);
     if (strcmp(name, "vindr-mammo") == 0) return convert_vindr(o, st, e);

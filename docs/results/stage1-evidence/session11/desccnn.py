@@ -1,25 +1,15 @@
 #!/usr/bin/python3
 """The supervised ceiling for the descriptors: probe_ceiling's small CNN trained on mass crops for
 margin spiculated vs circumscribed and shape irregular vs oval/round.  Usage: desccnn.py RAW PREP.h5"""
-import csv, sys, h5py, numpy as np, torch
+import os, sys, h5py, numpy as np, torch
 from torch import nn
-sys.path.insert(0, "bench")
-from probe_ceiling import lesion_crops
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import box_descriptors, crops
 from sklearn.metrics import roc_auc_score
 torch.set_num_threads(1); torch.manual_seed(0); np.random.seed(0)
 raw, prep = sys.argv[1], h5py.File(sys.argv[2])
-rows = {}
-for t in ("mass_case_description_train_set", "mass_case_description_test_set", "calc_case_description_train_set", "calc_case_description_test_set"):
-    for r in csv.DictReader(open(f"{raw}/{t}.csv")):
-        rows.setdefault(r["image file path"].split("/")[0], []).append(r)
-ids = [s.decode() for s in prep["image_id"][:]]; off = prep["box_offset"][:]
-desc = [None] * off[-1]
-for i, iid in enumerate(ids):
-    rr = rows.get(iid, [])
-    if len(rr) == off[i + 1] - off[i]:
-        for j, r in enumerate(rr): desc[off[i] + j] = r
-imgs = [prep["images"][i].astype(np.float32) / 65535 for i in range(len(ids))]
-X, _, s, k = lesion_crops(prep, imgs, np.zeros(len(imgs), np.int64), prep["split"][:], 96, "pathology")
+desc = box_descriptors(raw, prep)
+X, s, k = crops(prep)
 X = torch.tensor(X)[:, None]
 tasks = {"margin spiculated vs circumscribed": lambda r: {"SPICULATED": 1, "CIRCUMSCRIBED": 0}.get(r["mass margins"]) if r["abnormality type"] == "mass" else None,
          "shape irregular vs oval/round": lambda r: {"IRREGULAR": 1, "OVAL": 0, "ROUND": 0}.get(r["mass shape"]) if r["abnormality type"] == "mass" else None}

@@ -1,21 +1,14 @@
 #!/usr/bin/python3
 """Do frozen crop features encode the lesion descriptors that decide malignancy?
 Usage: descprobe.py RAW_CBIS_DIR PREPARED.h5 FEAT.h5 ...  (versa bench crop feature caches)"""
-import csv, sys, h5py, numpy as np
+import os, sys, h5py, numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import box_descriptors
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from sklearn.metrics import roc_auc_score
 raw, prep = sys.argv[1], h5py.File(sys.argv[2])
-rows = {}
-for t in ("mass_case_description_train_set", "mass_case_description_test_set", "calc_case_description_train_set", "calc_case_description_test_set"):
-    for r in csv.DictReader(open(f"{raw}/{t}.csv")):
-        rows.setdefault(r["image file path"].split("/")[0], []).append(r)
-ids = [s.decode() for s in prep["image_id"][:]]; off = prep["box_offset"][:]
-desc = [None] * off[-1]
-for i, iid in enumerate(ids):
-    rr = rows.get(iid, [])
-    if len(rr) == off[i + 1] - off[i]:
-        for j, r in enumerate(rr): desc[off[i] + j] = r
+desc = box_descriptors(raw, prep)
 split = prep["split"][:]
 tasks = {
   "mass margin spiculated vs circumscribed": lambda r: None if r["abnormality type"] != "mass" else {"SPICULATED": 1, "CIRCUMSCRIBED": 0}.get(r["mass margins"]),

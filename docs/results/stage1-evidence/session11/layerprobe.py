@@ -1,40 +1,23 @@
 #!/usr/bin/python3
 """Per-layer frozen-feature probes of versa checkpoints on lesion crops (investigation).
 Usage: layerprobe.py PREPARED.h5 LABEL CKPT[:name] ...   (LABEL pathology|box)"""
-import sys, h5py, numpy as np, torch
-sys.path.insert(0, "tests/ref"); sys.path.insert(0, "bench")
-import models
-from probe_ceiling import lesion_crops
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
-from sklearn.metrics import roc_auc_score
+import os, sys, h5py, numpy as np, torch
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import lesion_crops, load_teacher, lr_auc
 torch.set_num_threads(1)
 f = h5py.File(sys.argv[1]); label = sys.argv[2]
 imgs = [f["images"][i].astype(np.float32) / 65535 for i in range(len(f["split"]))]
 X, y, s, k = lesion_crops(f, imgs, np.zeros(len(imgs), np.int64), f["split"][:], 96, "pathology")
 y = (y == 2).astype(int) if label == "pathology" else k
 X = torch.tensor((X - 0.449) / 0.226)[:, None].float()
-def auc_lr(F, sub=None):
-    tr, va, te = s == 0, s == 1, s == 2
-    if sub is not None: tr, va, te = tr & sub, va & sub, te & sub
-    sc = StandardScaler().fit(F[tr]); F = sc.transform(F); best = None
-    for C in [1e-3, 1e-2, 0.1, 1]:
-        m = LogisticRegression(C=C, max_iter=2000).fit(F[tr], y[tr])
-        v = roc_auc_score(y[va], m.decision_function(F[va]))
-        if best is None or v > best[0]: best = (v, roc_auc_score(y[te], m.decision_function(F[te])))
-    return best[1]
+def auc_lr(F, sub=None): return lr_auc(F, y, s, [1e-3, 1e-2, 0.1, 1], sub, max_iter=2000)
 for spec in sys.argv[3:]:
-    ck = h5py.File(spec)
-    sd = {k[len("teacher.backbone."):]: torch.from_numpy(np.array(ck[k])) for k in ck.keys() if k.startswith("teacher.backbone.")}
-    dim = sd["cls_token"].shape[-1]; patch = sd["patch_embed.proj.weight"].shape[-1]
-    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
-    M = int(round((sd["pos_embed"].shape[1] - 1) ** 0.5))
-    vit = models.ViT(M * patch, patch, dim, depth, dim // 64)
-    vit.load_state_dict(sd, strict=True); vit.eval()
+    vit, chans = load_teacher(spec)
+    depth = len(vit.blocks)
     cls_l, gap_l = [[] for _ in range(depth)], [[] for _ in range(depth)]
     with torch.no_grad():
         for i in range(0, len(X), 256):
-            x = X[i:i + 256].expand(-1, sd["patch_embed.proj.weight"].shape[1], -1, -1)
+            x = X[i:i + 256].expand(-1, chans, -1, -1)
             t = vit.patch_embed(x); t = torch.cat((vit.cls_token.expand(t.shape[0], -1, -1), t), 1)
             t = t + vit.interpolate_pos_encoding(t, 96, 96)
             for j, blk in enumerate(vit.blocks):

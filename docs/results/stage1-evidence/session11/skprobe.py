@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """sklearn cross-check of versa bench's crop probes: PREPARED.h5 FEAT.h5 [FEAT2.h5 ...]"""
-import h5py, numpy as np, sys
+import h5py, sys
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from sklearn.metrics import roc_auc_score
