@@ -18,7 +18,7 @@
 #   ceilings: bench/probe_ceiling.py (PyTorch; CEILING=0 skips): a CNN trained with the labels and
 #             an intensity-histogram regression on the same splits — the room a probe has.
 #   lesions:  (LESION=1) the same at lesion resolution: PATIENTS patients in the CBIS layout at
-#             1024x1280 (0.23 mm pixels) and lesion contrast 3, prepared at 1024 px; a second teacher
+#             1024x1280 (0.19 mm pixels) and lesion contrast 3, prepared at 1024 px; a second teacher
 #             pretrained (same config, ITERS) on the train split's lesion crops only, the release's
 #             cropped images (`versa prepare cbis-roi`, no labels used); probed on the 1024-px file's
 #             crops for pathology and for mass vs calcification (syn_cbis_finding).  ~35 more
