@@ -3,10 +3,7 @@
 Usage: descprobe.py RAW_CBIS_DIR PREPARED.h5 FEAT.h5 ...  (versa bench crop feature caches)"""
 import os, sys, h5py, numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import box_descriptors
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
-from sklearn.metrics import roc_auc_score
+from common import box_descriptors, lr_auc
 raw, prep = sys.argv[1], h5py.File(sys.argv[2])
 desc = box_descriptors(raw, prep)
 split = prep["split"][:]
@@ -22,11 +19,5 @@ for fn in sys.argv[3:]:
     out = []
     for name, fun in tasks.items():
         y = np.array([-1 if desc[k] is None or fun(desc[k]) is None else fun(desc[k]) for k in b])
-        ok = y >= 0; tr, va, te = ok & (s == 0), ok & (s == 1), ok & (s == 2)
-        sc = StandardScaler().fit(X[tr]); Xs = sc.transform(X); best = None
-        for C in [1e-3, 1e-2, 0.1, 1]:
-            m = LogisticRegression(C=C, max_iter=3000).fit(Xs[tr], y[tr])
-            v = roc_auc_score(y[va], m.decision_function(Xs[va]))
-            if best is None or v > best[0]: best = (v, roc_auc_score(y[te], m.decision_function(Xs[te])))
-        out.append("%s %.3f (n %d)" % (name.split(" vs")[0], best[1], te.sum()))
+        out.append("%s %.3f (n %d)" % (name.split(" vs")[0], lr_auc(X, y, s, [1e-3, 1e-2, 0.1, 1]), ((y >= 0) & (s == 2)).sum()))
     print(fn.split("/features/")[-1].split("/")[0], " | ".join(out))

@@ -1,22 +1,21 @@
 #!/usr/bin/python3
 """Contact sheet: rows = mass margins (circumscribed, obscured, microlobulated, ill-defined, spiculated),
 8 crops each (the bench's 1.2x box crop, 96 px).  Usage: margin_montage.py RAW PREP.h5 OUT.png"""
-import csv, sys, h5py, numpy as np
+import os, sys, h5py, numpy as np
 from PIL import Image
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import box_descriptors
 raw, prep, out = sys.argv[1], h5py.File(sys.argv[2]), sys.argv[3]
-rows = {}
-for t in ("mass_case_description_train_set", "mass_case_description_test_set"):
-    for r in csv.DictReader(open(f"{raw}/{t}.csv")):
-        rows.setdefault(r["image file path"].split("/")[0], []).append(r)
-ids = [s.decode() for s in prep["image_id"][:]]; off = prep["box_offset"][:]; boxes = prep["boxes"][:]
+desc = box_descriptors(raw, prep)
+off = prep["box_offset"][:]; boxes = prep["boxes"][:]
 order = ["CIRCUMSCRIBED", "OBSCURED", "MICROLOBULATED", "ILL_DEFINED", "SPICULATED"]
 tiles = {m: [] for m in order}
-for i, iid in enumerate(ids):
-    rr = rows.get(iid, [])
-    if len(rr) != off[i + 1] - off[i] or i % 2: continue
+for i in range(len(off) - 1):
+    rr = desc[off[i]:off[i + 1]]
+    if None in rr or i % 2: continue
     im = None
     for j, r in enumerate(rr):
-        m = r["mass margins"]
+        m = r.get("mass margins")
         if m not in tiles or len(tiles[m]) >= 8: continue
         if im is None: im = prep["images"][i].astype(np.float32) / 65535
         b = boxes[off[i] + j]; cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
