@@ -35,11 +35,15 @@ TESTLIB_OBJS := $(TESTLIB_SRCS:%.c=$(BUILD)/obj/%.o)
 TEST_BINS := $(TEST_SRCS:%.c=$(BUILD)/%)
 PERF_BINS := $(PERF_SRCS:%.c=$(BUILD)/%)
 
-.PHONY: all deps test asan bench demo clean fuzz
+.PHONY: all deps deps-reference test asan bench demo clean fuzz
 all: $(BUILD)/versa $(BUILD)/libversa.a
 
 deps:
 	@bash scripts/install-deps.sh
+
+# `make bench` compares against PyTorch tuned fairly: Debian's torch and tcmalloc to preload
+deps-reference:
+	@bash scripts/install-deps.sh --with-reference
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -81,7 +85,7 @@ asan: deps
 	@$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
 
-bench: deps all $(PERF_BINS)
+bench: deps-reference all $(PERF_BINS)
 	@bash bench/run.sh $(BUILD)
 
 demo: deps all

@@ -6,6 +6,7 @@ permute, softmax(q k^T * scale) v).  Lines starting with "RESULT" are read by be
 Usage: /usr/bin/python3 bench/perf/perf_engine_torch.py [--threads N] [--passes P] [--steps S] [--batch B]
 """
 import argparse
+import math
 import os
 import resource
 import time
@@ -60,14 +61,19 @@ class Model(nn.Module):
 
 
 def timed(fn, reps):
-    """best (wall s, process CPU s) of reps calls after one warm-up, each clock separately"""
+    """best (wall s, process CPU s) per call of reps batches after one warm-up call, each clock
+    separately; a batch lasts >= 0.1 s, since the process CPU clock adds the other threads' time
+    only at scheduler ticks (perf_engine.c time_calls does the same)"""
+    t0 = time.perf_counter()
+    fn()
+    n = max(1, math.ceil(0.1 / max(time.perf_counter() - t0, 1e-6)))
     wall = cpu = 1e30
-    for i in range(reps + 1):
+    for _ in range(reps):
         t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        w, c = time.perf_counter() - t0, time.process_time() - c0
-        if i > 0:
-            wall, cpu = min(wall, w), min(cpu, c)
+        for _ in range(n):
+            fn()
+        w, c = (time.perf_counter() - t0) / n, (time.process_time() - c0) / n
+        wall, cpu = min(wall, w), min(cpu, c)
     return wall, cpu
 
 
