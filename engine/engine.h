@@ -153,6 +153,10 @@ struct Ctx {
     void *grad_free;
     int sync_bn;                 /* training-mode batch norm uses the global batch's statistics
                                   * over all MPI ranks (op_batchnorm_sync); 0: each rank's own */
+    /* profilers (bench/perf): called by backward_from after each node's backward with its wall
+     * time, so a profile times the real backward (buffer recycling included); NULL: off */
+    void (*backward_node_hook)(void *arg, const Node *n, double seconds);
+    void *backward_node_hook_arg;
 };
 
 void ctx_init(Ctx *c, uint64_t seed);

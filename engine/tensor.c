@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ---------------------------------------------------------------------------------------- */
 /* errors */
@@ -305,7 +306,16 @@ void backward_from(Ctx *c, Tensor *out, const float *grad_out) {
         Node *n = &c->tape[k];
         Tensor *o = n->out;           /* op_checkpoint's backward may grow (move) the tape */
         if (!o->grad) continue;       /* nothing downstream used this output */
-        n->backward(c, n);
+        if (c->backward_node_hook) {
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            n->backward(c, n);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            c->backward_node_hook(c->backward_node_hook_arg, &c->tape[k],   /* the tape may have moved */
+                                  (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+        } else {
+            n->backward(c, n);
+        }
         /* Every consumer of n->out comes later on the tape and has run, and n was its only
          * reader: recycle the buffer.  This keeps the activation gradients alive at once to
          * those of the layers in flight, not all of them. */

@@ -441,24 +441,19 @@ static Tensor *model_forward(Ctx *c, Model *m, Tensor *x) {
 }
 
 /* backward_from, with each node's time charged to its op when profiling */
+static void charge_backward_node(void *arg, const Node *n, double seconds) {
+    OpTimes *p = arg;
+    int j = 0;
+    while (j < p->n && strcmp(p->name[j], n->op)) j++;
+    if (j == p->n) p->name[p->n++] = n->op;
+    p->bwd[j] += seconds;
+}
+
 static void timed_backward(Ctx *c, Tensor *out, const float *g) {
-    if (!g_prof) {
-        backward_from(c, out, g);
-        return;
-    }
-    float *go = tensor_grad(c, out);
-    memcpy(go, g, out->numel * sizeof(float));
-    for (size_t k = c->tape_len; k-- > 0;) {
-        Node *n = &c->tape[k];
-        if (!n->out->grad) continue;
-        double t0 = now();
-        n->backward(c, n);
-        double dt = now() - t0;
-        int j = 0;
-        while (j < g_prof->n && strcmp(g_prof->name[j], n->op)) j++;
-        if (j == g_prof->n) g_prof->name[g_prof->n++] = n->op;
-        g_prof->bwd[j] += dt;
-    }
+    c->backward_node_hook = g_prof ? charge_backward_node : NULL;
+    c->backward_node_hook_arg = g_prof;
+    backward_from(c, out, g);
+    c->backward_node_hook = NULL;
 }
 
 static size_t g_arena_after_forward;   /* step arena bytes in use when backward starts */

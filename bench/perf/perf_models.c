@@ -83,28 +83,23 @@ static void prof_add(Prof *p, const char *name, double s) {
     p->calls[k]++;
 }
 
-/* backward() as engine/tensor.c runs it (seed, reverse walk, gradient buffers recycled once a
- * node has run), with each node's time charged to its op */
-static void profiled_backward(Ctx *c, Tensor *loss, Prof *p) {
-    tensor_grad(c, loss)[0] += 1.0f;
-    for (size_t k = c->tape_len; k-- > 0;) {
-        Node *n = &c->tape[k];
-        if (!n->out->grad) continue;
-        double t0 = perf_clock(CLOCK_MONOTONIC);
-        n->backward(c, n);
-        const char *op = n->op;
-        if (!strcmp(op, "conv2d")) {   /* the three kinds of conv have very different kernels */
-            const Tensor *w = n->in[1];
-            op = w->shape[1] == 1 && w->shape[0] > 1 ? "conv2d depthwise"
-                 : w->shape[2] * w->shape[3] == 1    ? "conv2d 1x1"
-                                                     : "conv2d";
-        }
-        prof_add(p, op, perf_clock(CLOCK_MONOTONIC) - t0);
-        if (n->out != loss && !n->out->is_param) {
-            ctx_scratch_release(c, n->out->grad, n->out->numel);
-            n->out->grad = NULL;
-        }
+/* charged to its op by backward()'s node hook; the three kinds of conv have very different kernels */
+static void charge_backward_node(void *arg, const Node *n, double seconds) {
+    const char *op = n->op;
+    if (!strcmp(op, "conv2d")) {
+        const Tensor *w = n->in[1];
+        op = w->shape[1] == 1 && w->shape[0] > 1 ? "conv2d depthwise"
+             : w->shape[2] * w->shape[3] == 1    ? "conv2d 1x1"
+                                                 : "conv2d";
     }
+    prof_add(arg, op, seconds);
+}
+
+static void profiled_backward(Ctx *c, Tensor *loss, Prof *p) {
+    c->backward_node_hook = charge_backward_node;
+    c->backward_node_hook_arg = p;
+    backward(c, loss);
+    c->backward_node_hook = NULL;
 }
 
 static void bench_profile(Bench *b) {

@@ -105,11 +105,61 @@ static void test_rng_resumes_exactly(void **st) {
     assert_true(fabs(s / 1e5) < 0.02 && fabs(s2 / 1e5 - 1) < 0.02);
 }
 
+/* backward_node_hook sees every node whose output got a gradient, in reverse tape order, and
+ * timing it changes no gradient */
+typedef struct HookLog {
+    const char *op[8];
+    int n;
+    double seconds;
+} HookLog;
+
+static void log_node(void *arg, const Node *n, double seconds) {
+    HookLog *h = arg;
+    if (h->n < 8) h->op[h->n] = n->op;
+    h->n++;
+    h->seconds += seconds;
+}
+
+static void hooked_step(int hook, HookLog *log, float *gx, float *gw) {
+    Ctx c;
+    ctx_init(&c, 1);
+    Tensor *x = tensor_new_(&c, 3, 4), *w = tensor_new_(&c, 5, 4);
+    for (size_t i = 0; i < x->numel; i++) x->data[i] = 0.1f * (float)i - 0.5f;
+    for (size_t i = 0; i < w->numel; i++) w->data[i] = 0.05f * (float)(i % 7) - 0.1f;
+    x->requires_grad = w->requires_grad = 1;
+    Tensor *y = op_gelu(&c, op_linear(&c, x, w, NULL));   /* (3, 5) */
+    Tensor *unused = op_gelu(&c, x);                      /* on the tape, no gradient reaches it */
+    (void)unused;
+    Tensor *loss = op_sum_all(&c, op_mul(&c, y, y));
+    if (hook) {
+        c.backward_node_hook = log_node;
+        c.backward_node_hook_arg = log;
+    }
+    backward(&c, loss);
+    memcpy(gx, x->grad, x->numel * sizeof(float));
+    memcpy(gw, w->grad, w->numel * sizeof(float));
+    ctx_free(&c);
+}
+
+static void test_backward_node_hook(void **st) {
+    (void)st;
+    HookLog log = {0};
+    float gx0[12], gw0[20], gx1[12], gw1[20];
+    hooked_step(0, NULL, gx0, gw0);
+    hooked_step(1, &log, gx1, gw1);
+    assert_memory_equal(gx0, gx1, sizeof gx0);
+    assert_memory_equal(gw0, gw1, sizeof gw0);
+    assert_int_equal(log.n, 4);   /* sum_all, mul, gelu, linear: not the unused gelu */
+    assert_string_equal(log.op[0], "sum_all");
+    assert_string_equal(log.op[3], "linear");
+    assert_true(log.seconds >= 0 && log.seconds < 10);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_arena_reuses_chunks), cmocka_unit_test(test_views_share_data),
         cmocka_unit_test(test_view_gradients),      cmocka_unit_test(test_shape_error_names_op),
-        cmocka_unit_test(test_rng_resumes_exactly),
+        cmocka_unit_test(test_rng_resumes_exactly), cmocka_unit_test(test_backward_node_hook),
     };
     return RUN_GROUP(tests);
 }
