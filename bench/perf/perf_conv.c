@@ -17,7 +17,8 @@
 
 /* wall clock, or with --cpu the process CPU time divided by the thread count: on a machine
  * shared with other jobs that estimates the uncontended time (run with OMP_WAIT_POLICY=PASSIVE
- * so threads waiting at barriers do not count) */
+ * so threads waiting at barriers do not count).  --cpu reads low for layers of a few ms: the
+ * process clock adds the other threads' time only at scheduler ticks (perf_engine.c time_calls) */
 static int g_cpu_clock, g_threads = 1;
 static double now(void) {
     struct timespec t;
