@@ -219,15 +219,16 @@ typedef struct Shape {
     int M, N, K, ta, tb;
 } Shape;
 
-/* Best of `reps` batches of calls of fn(arg), after one warm-up call, as the time of one call.
+/* Best of `reps` batches of calls of fn(arg), after a warm-up call, as the time of one call.
  * A batch lasts >= 0.1 s: the process CPU clock adds other threads' run time only at scheduler
  * ticks (4 ms here), so a call of a few ms alone reads too little CPU time and a "core" rate above
  * the FMA peak. */
 static Tm time_calls(void (*fn)(void *), void *arg, int reps) {
+    fn(arg);   /* warm-up: the first call pays page faults and thread start-up */
     Tm t0 = tm_now();
     fn(arg);
-    double first = tm_since(t0).wall;
-    long n = first > 0.1 ? 1 : (long)ceil(0.1 / fmax(first, 1e-6));
+    double one = tm_since(t0).wall;
+    long n = one > 0.1 ? 1 : (long)ceil(0.1 / fmax(one, 1e-6));
     Tm best = TM_INF;
     for (int i = 0; i < reps; i++) {
         t0 = tm_now();

@@ -64,6 +64,7 @@ def timed(fn, reps):
     """best (wall s, process CPU s) per call of reps batches after one warm-up call, each clock
     separately; a batch lasts >= 0.1 s, since the process CPU clock adds the other threads' time
     only at scheduler ticks (perf_engine.c time_calls does the same)"""
+    fn()  # warm-up
     t0 = time.perf_counter()
     fn()
     n = max(1, math.ceil(0.1 / max(time.perf_counter() - t0, 1e-6)))
