@@ -1,11 +1,11 @@
 /* tensor.c — the context, tensor headers, free views, the tape and backward. */
 #include "engine.h"
+#include "train.h"   /* wall_seconds */
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* ---------------------------------------------------------------------------------------- */
 /* errors */
@@ -307,12 +307,10 @@ void backward_from(Ctx *c, Tensor *out, const float *grad_out) {
         Tensor *o = n->out;           /* op_checkpoint's backward may grow (move) the tape */
         if (!o->grad) continue;       /* nothing downstream used this output */
         if (c->backward_node_hook) {
-            struct timespec t0, t1;
-            clock_gettime(CLOCK_MONOTONIC, &t0);
+            double t0 = wall_seconds();
             n->backward(c, n);
-            clock_gettime(CLOCK_MONOTONIC, &t1);
             c->backward_node_hook(c->backward_node_hook_arg, &c->tape[k],   /* the tape may have moved */
-                                  (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+                                  wall_seconds() - t0);
         } else {
             n->backward(c, n);
         }
