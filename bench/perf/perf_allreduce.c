@@ -17,18 +17,12 @@
  * "none" unless set).  "RESULT allreduce <MB> <key> <value>" lines are for scripts.
  * Not run by the tests. */
 #include "engine/engine.h"
+#include "bench/perf/perf_common.h"
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -74,9 +68,9 @@ static void time_calls(Ctx *c, ReduceFn fn, float *x, size_t n, int reps, double
     fn(c, x, n);   /* warm-up: page faults, MPI's temporary buffers */
     for (int r = 0; r < reps; r++) {
         dist_barrier(c);
-        double t0 = now();
+        double t0 = perf_clock(CLOCK_MONOTONIC);
         fn(c, x, n);
-        t[r] = now() - t0;
+        t[r] = perf_clock(CLOCK_MONOTONIC) - t0;
     }
     dist_allreduce_max_double(c, t, (size_t)reps);
     qsort(t, (size_t)reps, sizeof(double), cmp_double);
@@ -133,9 +127,9 @@ int main(int argc, char **argv) {
         rng_init(&rng, 7 + (uint64_t)c.rank);
         rng_fill_uniform(&rng, x, n, -1.0f, 1.0f);
         /* about 2 s of calls per size, at least 3 and at most 50 */
-        double t0 = now();
+        double t0 = perf_clock(CLOCK_MONOTONIC);
         dist_allreduce_sum(&c, x, n);
-        double once = now() - t0;
+        double once = perf_clock(CLOCK_MONOTONIC) - t0;
         dist_allreduce_max_double(&c, &once, 1);
         int reps = (int)(2.0 / (once > 1e-6 ? once : 1e-6));
         reps = reps < 3 ? 3 : reps > 50 ? 50 : reps;

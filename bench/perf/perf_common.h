@@ -1,4 +1,4 @@
-/* perf_common.h — clocks and the step-timing loop shared by perf_models.c and perf_pretrain.c.
+/* perf_common.h — clocks, peak RSS and the step-timing loop shared by the bench/perf programs.
  *
  * Every step is timed twice: by the wall clock and by the CPU time of the whole process
  * (CLOCK_PROCESS_CPUTIME_ID, all threads).  On a machine shared with other processes the wall
@@ -38,6 +38,12 @@ static inline PerfTm perf_since(PerfTm t0) {
     return (PerfTm){t.wall - t0.wall, t.cpu - t0.cpu};
 }
 
+/* keeps the best (smallest) of each clock separately */
+static inline void perf_best(PerfTm *best, PerfTm t) {
+    if (t.wall < best->wall) best->wall = t.wall;
+    if (t.cpu < best->cpu) best->cpu = t.cpu;
+}
+
 static inline double perf_peak_rss_mb(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -59,8 +65,7 @@ static inline PerfTm perf_run(const char *name, void (*step)(void *), void *arg,
         printf("   %s pass %d: %.3f s/step wall, %.3f CPU-s/step, %.2f images/s wall\n", name, p + 1, t.wall, t.cpu,
                images / t.wall);
         fflush(stdout);
-        if (t.wall < best.wall) best.wall = t.wall;
-        if (t.cpu < best.cpu) best.cpu = t.cpu;
+        perf_best(&best, t);
     }
     return best;
 }

@@ -9,11 +9,11 @@
  * Usage: perf_conv [--reps R] [--batch N] [--only NAME_SUBSTRING] [--cpu]   (threads: VERSA_THREADS / OMP_NUM_THREADS)
  */
 #include "engine/engine.h"
+#include "bench/perf/perf_common.h"
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* wall clock, or with --cpu the process CPU time divided by the thread count: on a machine
  * shared with other jobs that estimates the uncontended time (run with OMP_WAIT_POLICY=PASSIVE
@@ -21,10 +21,7 @@
  * process clock adds the other threads' time only at scheduler ticks (perf_engine.c time_calls) */
 static int g_cpu_clock, g_threads = 1;
 static double now(void) {
-    struct timespec t;
-    clock_gettime(g_cpu_clock ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &t);
-    double s = (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-    return g_cpu_clock ? s / g_threads : s;
+    return g_cpu_clock ? perf_clock(CLOCK_PROCESS_CPUTIME_ID) / g_threads : perf_clock(CLOCK_MONOTONIC);
 }
 
 typedef struct Layer {

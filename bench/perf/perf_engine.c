@@ -24,6 +24,7 @@
  * Usage: perf_engine [--passes P] [--steps S] [--batch B]   (threads: VERSA_THREADS / OMP_NUM_THREADS)
  */
 #include "engine/engine.h"
+#include "bench/perf/perf_common.h"
 #include <cblas.h>
 #include <dlfcn.h>
 #include <math.h>
@@ -31,39 +32,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <time.h>
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #endif
 
-static double clock_s(clockid_t id) {
-    struct timespec t;
-    clock_gettime(id, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-static double now(void) { return clock_s(CLOCK_MONOTONIC); }
-static double cpu_now(void) { return clock_s(CLOCK_PROCESS_CPUTIME_ID); }
-static double thread_cpu_now(void) { return clock_s(CLOCK_THREAD_CPUTIME_ID); }
-
-/* a measurement: wall seconds and process CPU seconds */
-typedef struct Tm {
-    double wall, cpu;
-} Tm;
-static Tm tm_now(void) { return (Tm){now(), cpu_now()}; }
-static Tm tm_since(Tm t0) {
-    Tm t = tm_now();
-    return (Tm){t.wall - t0.wall, t.cpu - t0.cpu};
-}
-static void tm_best(Tm *best, Tm t) {   /* keep the best of each clock separately */
-    if (t.wall < best->wall) best->wall = t.wall;
-    if (t.cpu < best->cpu) best->cpu = t.cpu;
-}
-static const Tm TM_INF = {1e30, 1e30};
+static double now(void) { return perf_clock(CLOCK_MONOTONIC); }
+static double thread_cpu_now(void) { return perf_clock(CLOCK_THREAD_CPUTIME_ID); }
+static const PerfTm TM_INF = {1e30, 1e30};
 static int g_nt = 1;
 /* GFLOP/s by the wall clock and with the threads' cores to ourselves */
-static double gf_wall(double flops, Tm t) { return flops / t.wall / 1e9; }
-static double gf_core(double flops, Tm t) { return flops / (t.cpu / g_nt) / 1e9; }
+static double gf_wall(double flops, PerfTm t) { return flops / t.wall / 1e9; }
+static double gf_core(double flops, PerfTm t) { return flops / (t.cpu / g_nt) / 1e9; }
 
 /* ---------------------------------------------------------------------------------------- */
 /* cblas_sgemm interposer: time and flops of every sgemm the engine makes */
@@ -102,9 +81,9 @@ void cblas_sgemm(OPENBLAS_CONST enum CBLAS_ORDER Order, OPENBLAS_CONST enum CBLA
         g_sg.thr[t].s += now() - t0;
         g_sg.thr[t].flops += fl;
     } else {                   /* threaded by OpenBLAS: the process's CPU time */
-        Tm t0 = tm_now();
+        PerfTm t0 = perf_now();
         g_real_sgemm(Order, TransA, TransB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        Tm dt = tm_since(t0);
+        PerfTm dt = perf_since(t0);
         g_sg.wall_s += dt.wall;
         g_sg.cpu_s += dt.cpu;
         g_sg.flops += fl;
@@ -116,7 +95,7 @@ void cblas_sgemm(OPENBLAS_CONST enum CBLAS_ORDER Order, OPENBLAS_CONST enum CBLA
 static void sgemm_stats_reset(void) { memset(&g_sg, 0, sizeof g_sg); }
 
 /* time inside sgemm (calls in parallel regions: thread time / threads) and the flops done there */
-static Tm sgemm_stats_total(double *flops) {
+static PerfTm sgemm_stats_total(double *flops) {
     double ts = 0, tc = 0, tf = 0;
     for (int t = 0; t < MAX_THREADS; t++) {
         ts += g_sg.thr[t].s;
@@ -124,7 +103,7 @@ static Tm sgemm_stats_total(double *flops) {
         tf += g_sg.thr[t].flops;
     }
     *flops = g_sg.flops + tf;
-    return (Tm){g_sg.wall_s + ts / g_nt, g_sg.cpu_s + tc};
+    return (PerfTm){g_sg.wall_s + ts / g_nt, g_sg.cpu_s + tc};
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -223,18 +202,18 @@ typedef struct Shape {
  * A batch lasts >= 0.1 s: the process CPU clock adds other threads' run time only at scheduler
  * ticks (4 ms here), so a call of a few ms alone reads too little CPU time and a "core" rate above
  * the FMA peak. */
-static Tm time_calls(void (*fn)(void *), void *arg, int reps) {
+static PerfTm time_calls(void (*fn)(void *), void *arg, int reps) {
     fn(arg);   /* warm-up: the first call pays page faults and thread start-up */
-    Tm t0 = tm_now();
+    PerfTm t0 = perf_now();
     fn(arg);
-    double one = tm_since(t0).wall;
+    double one = perf_since(t0).wall;
     long n = one > 0.1 ? 1 : (long)ceil(0.1 / fmax(one, 1e-6));
-    Tm best = TM_INF;
+    PerfTm best = TM_INF;
     for (int i = 0; i < reps; i++) {
-        t0 = tm_now();
+        t0 = perf_now();
         for (long j = 0; j < n; j++) fn(arg);
-        Tm t = tm_since(t0);
-        tm_best(&best, (Tm){t.wall / (double)n, t.cpu / (double)n});
+        PerfTm t = perf_since(t0);
+        perf_best(&best, (PerfTm){t.wall / (double)n, t.cpu / (double)n});
     }
     return best;
 }
@@ -252,14 +231,14 @@ static void sgemm_call(void *arg) {
                  s->K, 1.0f, a->A, s->ta ? s->M : s->K, a->B, s->tb ? s->K : s->N, 0.0f, a->C, s->N);
 }
 
-static Tm time_sgemm(const Shape *s, int reps) {
+static PerfTm time_sgemm(const Shape *s, int reps) {
     float *A = malloc(sizeof(float) * (size_t)s->M * s->K), *B = malloc(sizeof(float) * (size_t)s->K * s->N);
     float *C = malloc(sizeof(float) * (size_t)s->M * s->N);
     Rng r;
     rng_init(&r, 1);
     rng_fill_uniform(&r, A, (size_t)s->M * s->K, -1, 1);
     rng_fill_uniform(&r, B, (size_t)s->K * s->N, -1, 1);
-    Tm best = time_calls(sgemm_call, &(SgemmCall){s, A, B, C}, reps);
+    PerfTm best = time_calls(sgemm_call, &(SgemmCall){s, A, B, C}, reps);
     free(A);
     free(B);
     free(C);
@@ -288,7 +267,7 @@ static void linear_call(void *arg) {
     backward_from(c, op_linear(c, x, w, b), a->gy);
 }
 
-static Tm time_linear(Ctx *c, int R, int IN, int OUT, int reps) {
+static PerfTm time_linear(Ctx *c, int R, int IN, int OUT, int reps) {
     size_t nx = (size_t)R * IN, nw = (size_t)OUT * IN, ny = (size_t)R * OUT;
     LinearCall a = {c, R, IN, OUT, malloc(sizeof(float) * nx), calloc(nx, sizeof(float)), malloc(sizeof(float) * nw),
                     calloc(nw, sizeof(float)), calloc((size_t)OUT, sizeof(float)), calloc((size_t)OUT, sizeof(float)),
@@ -298,7 +277,7 @@ static Tm time_linear(Ctx *c, int R, int IN, int OUT, int reps) {
     rng_fill_uniform(&r, a.x_data, nx, -1, 1);
     rng_fill_uniform(&r, a.w_data, nw, -0.1f, 0.1f);
     for (size_t k = 0; k < ny; k++) a.gy[k] = 1e-3f;
-    Tm best = time_calls(linear_call, &a, reps);
+    PerfTm best = time_calls(linear_call, &a, reps);
     free(a.x_data);
     free(a.x_grad);
     free(a.w_data);
@@ -325,7 +304,7 @@ static void attention_call(void *arg) {
     backward_from(a->c, op_attention(a->c, qkv, a->H), a->gy);
 }
 
-static Tm time_attention(Ctx *c, int B, int T, int C, int H, int reps) {
+static PerfTm time_attention(Ctx *c, int B, int T, int C, int H, int reps) {
     size_t nqkv = (size_t)B * T * 3 * C, ny = (size_t)B * T * C;
     AttentionCall a = {c, B, T, C, H, malloc(sizeof(float) * nqkv), calloc(nqkv, sizeof(float)),
                        malloc(sizeof(float) * ny)};
@@ -333,7 +312,7 @@ static Tm time_attention(Ctx *c, int B, int T, int C, int H, int reps) {
     rng_init(&r, 4);
     rng_fill_normal(&r, a.qkv_data, nqkv, 0, 1);
     for (size_t k = 0; k < ny; k++) a.gy[k] = 1e-3f;
-    Tm best = time_calls(attention_call, &a, reps);
+    PerfTm best = time_calls(attention_call, &a, reps);
     free(a.qkv_data);
     free(a.qkv_grad);
     free(a.gy);
@@ -459,27 +438,21 @@ static void timed_backward(Ctx *c, Tensor *out, const float *g) {
 
 static size_t g_arena_after_forward;   /* step arena bytes in use when backward starts */
 
-static Tm train_step(Ctx *c, Model *m, const float *x_data, const float *g) {
-    Tm t0 = tm_now();
+static PerfTm train_step(Ctx *c, Model *m, const float *x_data, const float *g) {
+    PerfTm t0 = perf_now();
     ctx_step_begin(c);
     params_zero_grad(&m->ps);
     Tensor *x = tensor_wrap(c, (float *)x_data, 3, TSHAPE((size_t)m->B, (size_t)m->T, (size_t)m->C));
     Tensor *y = model_forward(c, m, x);
     g_arena_after_forward = c->step.used;
     timed_backward(c, y, g);
-    return tm_since(t0);
+    return perf_since(t0);
 }
 
 /* flops of one forward (products only: linears and attention's two matmuls) */
 static double model_forward_flops(const Model *m) {
     double R = (double)m->B * m->T, C = m->C, T = m->T;
     return m->L * (2.0 * R * 12 * C * C + 4.0 * m->B * T * T * C);
-}
-
-static long peak_rss_kb(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -531,11 +504,11 @@ int main(int argc, char **argv) {
         {"dW  fc1   dYᵀ·X", 1536, 384, R, 1, 0}, {"dW  fc2   dYᵀ·X", 384, 1536, R, 1, 0},
     };
     enum { N_SHAPES = sizeof shapes / sizeof shapes[0] };
-    Tm sg_t[N_SHAPES];
+    PerfTm sg_t[N_SHAPES];
     printf("\n== cblas_sgemm at ViT-S shapes (R = %d rows), best of 5\n", R);
     printf("   %-18s %16s  %13s  %13s\n", "product", "M x N x K", "GFLOP/s core", "GFLOP/s wall");
     double sum_fl = 0;
-    Tm sum_t = {0, 0};
+    PerfTm sum_t = {0, 0};
     for (int k = 0; k < N_SHAPES; k++) {
         const Shape *s = &shapes[k];
         double fl = 2.0 * s->M * s->N * s->K;
@@ -560,9 +533,9 @@ int main(int argc, char **argv) {
     const int lin[4][2] = {{384, 1152}, {384, 384}, {384, 1536}, {1536, 384}};
     const char *lin_name[4] = {"qkv", "proj", "fc1", "fc2"};
     double lin_fl = 0;
-    Tm lin_t = {0, 0}, raw_t = {0, 0};
+    PerfTm lin_t = {0, 0}, raw_t = {0, 0};
     for (int k = 0; k < 4; k++) {
-        Tm t = time_linear(&c, R, lin[k][0], lin[k][1], 5), raw = {0, 0};
+        PerfTm t = time_linear(&c, R, lin[k][0], lin[k][1], 5), raw = {0, 0};
         for (int j = 0; j < 3; j++) {   /* shapes k, k+4, k+8: this layer's forward, dX and dW */
             raw.wall += sg_t[k + 4 * j].wall;
             raw.cpu += sg_t[k + 4 * j].cpu;
@@ -584,7 +557,7 @@ int main(int argc, char **argv) {
     printf("RESULT engine linear_vs_sgemm_pct %.1f\n", 100 * raw_t.cpu / lin_t.cpu);
 
     /* attention: forward QKᵀ and PV, backward four more products: 12 B T² C flops */
-    Tm at = time_attention(&c, B, 197, 384, 6, 5);
+    PerfTm at = time_attention(&c, B, 197, 384, 6, 5);
     double at_fl = 12.0 * B * 197 * 197 * 384;
     printf("\n== op_attention (B=%d, T=197, C=384, 6 heads) forward + backward, best of 5: %.1f GFLOP/s core, "
            "%.1f wall\n", B, gf_core(at_fl, at), gf_wall(at_fl, at));
@@ -606,27 +579,27 @@ int main(int argc, char **argv) {
            "no optimizer\n", L, C, H, T, B, m.ps.n_train / 1e6);
     printf("   %.1f GFLOP per step (products only: 3 x %.1f forward)\n", step_fl / 1e9, fwd_fl / 1e9);
     train_step(&c, &m, x, g);   /* warm-up: grows the arena and the tape */
-    Tm best = TM_INF, best_sg = TM_INF;
+    PerfTm best = TM_INF, best_sg = TM_INF;
     double best_sg_fl = 0;
     for (int p = 0; p < passes; p++) {
         sgemm_stats_reset();
         g_sg_on = 1;
-        Tm t = {0, 0};
+        PerfTm t = {0, 0};
         for (int s = 0; s < steps; s++) {
-            Tm ts = train_step(&c, &m, x, g);
+            PerfTm ts = train_step(&c, &m, x, g);
             t.wall += ts.wall / steps;
             t.cpu += ts.cpu / steps;
         }
         g_sg_on = 0;
         double sg_fl;
-        Tm sg = sgemm_stats_total(&sg_fl);
+        PerfTm sg = sgemm_stats_total(&sg_fl);
         printf("   pass %d: %.3f s/step wall, %.3f CPU-s/step, %.2f images/s wall\n", p + 1, t.wall, t.cpu,
                B / t.wall);
         if (t.cpu < best.cpu) {   /* the sgemm split of the pass that used the least CPU */
-            best_sg = (Tm){sg.wall / steps, sg.cpu / steps};
+            best_sg = (PerfTm){sg.wall / steps, sg.cpu / steps};
             best_sg_fl = sg_fl / steps;
         }
-        tm_best(&best, t);
+        perf_best(&best, t);
     }
     double core_step = best.cpu / nt;   /* seconds per step with the cores to ourselves */
     double sg_step_core = gf_core(best_sg_fl, best_sg);
@@ -637,7 +610,7 @@ int main(int argc, char **argv) {
     printf("   in sgemm: %.1f%% of the step's CPU time, at %.1f GFLOP/s core = %.1f%% of the standalone rate (%.1f)\n",
            100 * best_sg.cpu / best.cpu, sg_step_core, 100 * sg_step_core / sg_core, sg_core);
     printf("   step arena: %.0f MB after forward, %.0f MB peak (activation gradients stay until the step ends); "
-           "peak RSS %.0f MB\n", g_arena_after_forward / 1e6, c.step.peak / 1e6, peak_rss_kb() / 1e3);
+           "peak RSS %.0f MB\n", g_arena_after_forward / 1e6, c.step.peak / 1e6, perf_peak_rss_mb());
     printf("RESULT engine step_s %.4f\n", best.wall);
     printf("RESULT engine step_cpu_s %.4f\n", best.cpu);
     printf("RESULT engine images_per_s %.2f\n", B / best.wall);
@@ -645,12 +618,12 @@ int main(int argc, char **argv) {
     printf("RESULT engine step_gflops %.1f\n", gf_core(step_fl, best));
     printf("RESULT engine sgemm_share_pct %.1f\n", 100 * best_sg.cpu / best.cpu);
     printf("RESULT engine sgemm_in_step_pct %.1f\n", 100 * sg_step_core / sg_core);
-    printf("RESULT engine peak_rss_mb %.0f\n", peak_rss_kb() / 1e3);
+    printf("RESULT engine peak_rss_mb %.0f\n", perf_peak_rss_mb());
 
     /* per-op breakdown of one more step (timing each op adds a little overhead) */
     OpTimes prof = {0};
     g_prof = &prof;
-    Tm tp = train_step(&c, &m, x, g);
+    PerfTm tp = train_step(&c, &m, x, g);
     g_prof = NULL;
     printf("\n== per-op wall time of one step (%.3f s, profiled)\n   %-12s %9s %9s %7s\n", tp.wall, "op", "fwd ms",
            "bwd ms", "share");

@@ -26,25 +26,13 @@
  */
 #include "data/data.h"
 #include "ssl/ssl.h"
+#include "bench/perf/perf_common.h"
 
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
-
-static double cpu_now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static int random_prepared(const char *path, int n, int size, Err *e) {
     PrepSchema s = {.dataset = "random", .height = size, .width = size, .bits = 16, .gzip = 4, .n_labels = 1,
@@ -88,13 +76,13 @@ static void bench_loader(const char *name, const char *key, const Corpus *c, Loa
             loader_close(L);
             return;
         }
-    double t0 = now(), c0 = cpu_now();
+    double t0 = perf_clock(CLOCK_MONOTONIC), c0 = perf_clock(CLOCK_PROCESS_CPUTIME_ID);
     for (int k = 0; k < n_batches; k++)
         if (loader_next(L, &b, &e)) {
             fprintf(stderr, "perf_loader: %s\n", e.msg);
             break;
         }
-    double dt = now() - t0, dc = cpu_now() - c0;
+    double dt = perf_clock(CLOCK_MONOTONIC) - t0, dc = perf_clock(CLOCK_PROCESS_CPUTIME_ID) - c0;
     double images = (double)n_batches * cfg.batch_size;
     int w = cfg.n_workers > 0 ? cfg.n_workers : 1;
     printf("%-50s workers %d  batch %3d  %6.2f batches/s  %7.1f images/s  (%.1f ms CPU per image = %.1f images/s core)\n",
@@ -173,9 +161,9 @@ int main(int argc, char **argv) {
     synth_config_default(&sc);
     sc.n_patients = n_patients;
     sc.quiet = 1;
-    double t0 = now();
+    double t0 = perf_clock(CLOCK_MONOTONIC);
     int have_raw = synth_write_dataset(&sc, raw, SYNTH_FMT_VINDR, &e) == 0;
-    double t_synth = now() - t0;
+    double t_synth = perf_clock(CLOCK_MONOTONIC) - t0;
     int n_images = 0;
     if (have_raw) {
         printf("synthesis (VinDr format, %dx%d 12-bit DICOM): %.1f images/s\n", sc.width, sc.height,
