@@ -230,6 +230,11 @@ Node *op_record(Ctx *c, const char *op, BackwardFn bw, Tensor *out, Tensor *cons
 void backward(Ctx *c, Tensor *loss);
 /* Same walk, seeded with d(out) = grad_out (out->numel floats); used by gradient checks. */
 void backward_from(Ctx *c, Tensor *out, const float *grad_out);
+/* The walk itself, for the nodes at tape[t0..tape_len) once their outputs' gradients are seeded:
+ * each node with a gradient on its output runs, then that buffer is recycled (except keep's and
+ * the parameters').  report: call c->backward_node_hook per node (backward_from: 1; a checkpoint's
+ * sub-tape: 0, its node is timed as a whole by the outer walk). */
+void backward_tape(Ctx *c, size_t t0, const Tensor *keep, int report);
 
 /* Activation recomputation ("gradient checkpointing", engine/op_checkpoint.c).
  * y = op_checkpoint(c, fn, x, arg) returns fn(c, x, arg), but runs fn without recording, keeps

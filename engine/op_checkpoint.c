@@ -5,9 +5,9 @@
  * a tensor allocated before the mark and everything else goes back to the arena.  One node is
  * recorded with x as its input; it saves fn, arg and the RNG state fn started from.
  * Backward: the same fn runs again with recording on, from the saved RNG state, appending its
- * nodes after the current end of the tape (a sub-tape); d(y) seeds the rerun's output and the
- * sub-tape runs in reverse exactly as backward_from does, adding into x's and the parameters'
- * gradients; then the sub-tape is dropped and the rerun's memory released. */
+ * nodes after the current end of the tape (a sub-tape); d(y) seeds the rerun's output and
+ * backward_from's walk (backward_tape) runs the sub-tape in reverse, adding into x's and the
+ * parameters' gradients; then the sub-tape is dropped and the rerun's memory released. */
 #include "engine.h"
 #include <string.h>
 
@@ -65,16 +65,7 @@ static void checkpoint_backward(Ctx *c, Node *n) {
     if (y->requires_grad) {
         float *gy = tensor_grad(c, y);
         for (size_t i = 0; i < y->numel; i++) gy[i] += gout[i];
-        for (size_t k = c->tape_len; k-- > t0;) {
-            Node *m = &c->tape[k];
-            Tensor *o = m->out;
-            if (!o->grad) continue;
-            m->backward(c, m);
-            if (!o->is_param) {
-                ctx_scratch_release(c, o->grad, o->numel);
-                o->grad = NULL;
-            }
-        }
+        backward_tape(c, t0, NULL, 0);
     }
     c->tape_len = t0;
     ctx_scratch_forget_since(c, mk);

@@ -295,29 +295,33 @@ void backward(Ctx *c, Tensor *loss) {
         ctx_fail(c, "backward: loss must have one element, got shape %s", tensor_shape_str(loss, b, sizeof b));
     }
     if (!loss->requires_grad) ctx_fail(c, "backward: the loss does not depend on anything that needs a gradient");
-    float one = 1.0f;
+    static const float one = 1.0f;
     backward_from(c, loss, &one);
 }
 
 void backward_from(Ctx *c, Tensor *out, const float *grad_out) {
     float *g = tensor_grad(c, out);
     for (size_t i = 0; i < out->numel; i++) g[i] += grad_out[i];
-    for (size_t k = c->tape_len; k-- > 0;) {
+    backward_tape(c, 0, out, 1);
+}
+
+void backward_tape(Ctx *c, size_t t0, const Tensor *keep, int report) {
+    for (size_t k = c->tape_len; k-- > t0;) {
         Node *n = &c->tape[k];
         Tensor *o = n->out;           /* op_checkpoint's backward may grow (move) the tape */
         if (!o->grad) continue;       /* nothing downstream used this output */
-        if (c->backward_node_hook) {
-            double t0 = wall_seconds();
+        if (report && c->backward_node_hook) {
+            double s0 = wall_seconds();
             n->backward(c, n);
             c->backward_node_hook(c->backward_node_hook_arg, &c->tape[k],   /* the tape may have moved */
-                                  wall_seconds() - t0);
+                                  wall_seconds() - s0);
         } else {
             n->backward(c, n);
         }
         /* Every consumer of n->out comes later on the tape and has run, and n was its only
          * reader: recycle the buffer.  This keeps the activation gradients alive at once to
          * those of the layers in flight, not all of them. */
-        if (o != out && !o->is_param) grad_release(c, o);
+        if (o != keep && !o->is_param) grad_release(c, o);
     }
 }
 

@@ -120,14 +120,21 @@ static void log_node(void *arg, const Node *n, double seconds) {
     h->seconds += seconds;
 }
 
-static void hooked_step(int hook, HookLog *log, float *gx, float *gw) {
+static Tensor *gelu_segment(Ctx *c, Tensor *x, const void *arg) {
+    (void)arg;
+    return op_gelu(c, x);
+}
+
+/* ckpt: the gelu as a recomputed segment, whose sub-tape the hook does not see */
+static void hooked_step(int hook, int ckpt, HookLog *log, float *gx, float *gw) {
     Ctx c;
     ctx_init(&c, 1);
     Tensor *x = tensor_new_(&c, 3, 4), *w = tensor_new_(&c, 5, 4);
     for (size_t i = 0; i < x->numel; i++) x->data[i] = 0.1f * (float)i - 0.5f;
     for (size_t i = 0; i < w->numel; i++) w->data[i] = 0.05f * (float)(i % 7) - 0.1f;
     x->requires_grad = w->requires_grad = 1;
-    Tensor *y = op_gelu(&c, op_linear(&c, x, w, NULL));   /* (3, 5) */
+    Tensor *h = op_linear(&c, x, w, NULL);                 /* (3, 5) */
+    Tensor *y = ckpt ? op_checkpoint(&c, gelu_segment, h, NULL) : op_gelu(&c, h);
     Tensor *unused = op_gelu(&c, x);                      /* on the tape, no gradient reaches it */
     (void)unused;
     Tensor *loss = op_sum_all(&c, op_mul(&c, y, y));
@@ -143,16 +150,25 @@ static void hooked_step(int hook, HookLog *log, float *gx, float *gw) {
 
 static void test_backward_node_hook(void **st) {
     (void)st;
-    HookLog log = {0};
-    float gx0[12], gw0[20], gx1[12], gw1[20];
-    hooked_step(0, NULL, gx0, gw0);
-    hooked_step(1, &log, gx1, gw1);
+    HookLog log = {0}, log_ck = {0};
+    float gx0[12], gw0[20], gx1[12], gw1[20], gx2[12], gw2[20];
+    hooked_step(0, 0, NULL, gx0, gw0);
+    hooked_step(1, 0, &log, gx1, gw1);
     assert_memory_equal(gx0, gx1, sizeof gx0);
     assert_memory_equal(gw0, gw1, sizeof gw0);
     assert_int_equal(log.n, 4);   /* sum_all, mul, gelu, linear: not the unused gelu */
     assert_string_equal(log.op[0], "sum_all");
+    assert_string_equal(log.op[2], "gelu");
     assert_string_equal(log.op[3], "linear");
     assert_true(log.seconds >= 0 && log.seconds < 10);
+    /* a recomputed segment is one node to the hook (its time includes the rerun's nodes), and
+     * its sub-tape goes through the same walk: the gradients are bitwise those of the plain step */
+    hooked_step(1, 1, &log_ck, gx2, gw2);
+    assert_memory_equal(gx0, gx2, sizeof gx0);
+    assert_memory_equal(gw0, gw2, sizeof gw0);
+    assert_int_equal(log_ck.n, 4);
+    assert_string_equal(log_ck.op[2], "checkpoint");
+    assert_string_equal(log_ck.op[3], "linear");
 }
 
 int main(void) {
