@@ -56,15 +56,13 @@ int cmd_distill(int argc, char **argv) {
         if (rc) cli_fail("%s", e.msg);
         else print_probe(&pr, cfg_get_str(&cfg, "probe.checkpoint", "")[0] ? cfg_get_str(&cfg, "probe.checkpoint", "") : "random init");
     } else {
-        DistillRunResult res = {0};
+        TrainRunResult res = {0};
         rc = distill_train(&cfg, resume, &c, &res, &e);
         if (rc) {
             if (c.world > 1) dist_abort(&c, "%s", e.msg);
             cli_fail("%s", e.msg);
         } else if (dist_is_root(&c)) {
-            fprintf(stderr, "[distill] done: %ld steps, %.0f images in %.1f s (%.1f img/s), loss %.4f -> %.4f, peak RSS %.0f MB\n",
-                    res.steps, res.images, res.seconds, res.seconds > 0 ? res.images / res.seconds : 0, res.first_loss,
-                    res.last_loss, (double)peak_rss_bytes() / 1e6);
+            train_print_done("distill", &res);
         }
     }
     cfg_free(&cfg);

@@ -34,15 +34,13 @@ int cmd_pretrain(int argc, char **argv) {
         return 1;
     }
     Err e = {0};
-    SslRunResult res = {0};
+    TrainRunResult res = {0};
     int rc = ssl_pretrain(&cfg, resume, &c, &res, &e);
     if (rc) {
         if (c.world > 1) dist_abort(&c, "%s", e.msg);
         cli_fail("%s", e.msg);
     } else if (dist_is_root(&c)) {
-        fprintf(stderr, "[pretrain] done: %ld steps, %.0f images in %.1f s (%.1f img/s), loss %.4f -> %.4f, peak RSS %.0f MB\n",
-                res.steps, res.images, res.seconds, res.seconds > 0 ? res.images / res.seconds : 0, res.first_loss,
-                res.last_loss, (double)peak_rss_bytes() / 1e6);
+        train_print_done("pretrain", &res);
     }
     cfg_free(&cfg);
     ctx_free(&c);

@@ -82,6 +82,7 @@
 #define VERSA_DISTILL_H
 
 #include "engine/engine.h"
+#include "engine/train.h"   /* TrainRunResult */
 #include "nn/nn.h"
 
 /* ------------------------------------------------------------------------------------------ */
@@ -207,15 +208,9 @@ void teacher_features_free(TeacherFeatures *tf);
 /* ------------------------------------------------------------------------------------------ */
 /* runs */
 
-typedef struct DistillRunResult {
-    int quiet;                         /* in: no progress lines */
-    long steps;
-    double seconds, images, first_loss, last_loss;
-} DistillRunResult;
-
 /* config -> data -> teacher -> student -> loop -> checkpoints; `resume` continues exactly from
  * <train.output_dir>/checkpoint.h5. */
-int distill_train(const Config *cfg, int resume, Ctx *c, DistillRunResult *res, Err *e);
+int distill_train(const Config *cfg, int resume, Ctx *c, TrainRunResult *res, Err *e);
 
 #define PROBE_MAX_TASKS 8
 typedef struct ProbeTask {

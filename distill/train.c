@@ -593,7 +593,7 @@ static int argmax_row(const float *x, int n) {
     return k;
 }
 
-int distill_train(const Config *cfg, int resume, Ctx *c, DistillRunResult *res, Err *e) {
+int distill_train(const Config *cfg, int resume, Ctx *c, TrainRunResult *res, Err *e) {
     DistillConfig d;
     if (distill_config_from(cfg, &d, e)) return 1;
     if (!d.prepared[0]) return err_set(e, "data.prepared: no prepared dataset given (e.g. data.prepared=out/vindr.h5)");

@@ -24,6 +24,12 @@ size_t peak_rss_bytes(void) {
     return (size_t)ru.ru_maxrss * 1024;
 }
 
+void train_print_done(const char *name, const TrainRunResult *r) {
+    fprintf(stderr, "[%s] done: %ld steps, %.0f images in %.1f s (%.1f img/s), loss %.4f -> %.4f, peak RSS %.0f MB\n", name,
+            r->steps, r->images, r->seconds, r->seconds > 0 ? r->images / r->seconds : 0, r->first_loss, r->last_loss,
+            (double)peak_rss_bytes() / 1e6);
+}
+
 const char *train_ckpt_path(const TrainLoop *t, char *buf, size_t n) {
     snprintf(buf, n, "%s/checkpoint.h5", t->out_dir);
     return buf;

@@ -68,6 +68,15 @@ int train_finish(TrainLoop *t, Err *e);       /* final checkpoint, close files *
 /* "<out_dir>/checkpoint.h5" */
 const char *train_ckpt_path(const TrainLoop *t, char *buf, size_t n);
 
+/* What a whole run (ssl_pretrain, distill_train) reports to its caller */
+typedef struct TrainRunResult {
+    int quiet;            /* in: no progress lines */
+    long steps;
+    double seconds, images, first_loss, last_loss;
+} TrainRunResult;
+/* "[name] done: N steps, M images in S s (R img/s), loss a -> b, peak RSS X MB" on stderr */
+void train_print_done(const char *name, const TrainRunResult *r);
+
 /* Test-only fault injection (tests/e2e/test_faults.c, docs/robustness.md): the step (1-based)
  * named by VERSA_INJECT_NAN_STEP, whose batch a trainer poisons with a NaN; 0 when unset. */
 long train_inject_nan_step(void);

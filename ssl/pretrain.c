@@ -432,7 +432,7 @@ static long inject_nan_step(void) {
     return v ? atol(v) : 0;
 }
 
-int ssl_pretrain(const Config *cfg, int resume, Ctx *c, SslRunResult *res, Err *e) {
+int ssl_pretrain(const Config *cfg, int resume, Ctx *c, TrainRunResult *res, Err *e) {
     SslConfig s;
     if (ssl_config_from(cfg, &s, e)) return 1;
     CorpusSource src[CORPUS_MAX_SOURCES];

@@ -12,6 +12,7 @@
 #define VERSA_SSL_H
 
 #include "engine/engine.h"
+#include "engine/train.h"   /* TrainRunResult */
 
 /* ---- teacher targets ---- */
 /* out[n, k] = softmax((t[n, k] - center[k]) / temp) over k.  t, out: (N, K). */
@@ -119,15 +120,9 @@ typedef struct SslLosses {
 int ssl_forward_backward(Ctx *c, const SslConfig *s, SslModel *student, SslModel *teacher, SslState *st,
                          const SslBatch *b, double teacher_temp, SslLosses *out);
 
-typedef struct SslRunResult {
-    int quiet;            /* in: no progress lines */
-    long steps;
-    double seconds, images, first_loss, last_loss;
-} SslRunResult;
-
 /* The whole run: config -> corpus -> loader -> models -> loop -> checkpoints.  With `resume`
  * continues from <train.output_dir>/checkpoint.h5 exactly. */
-int ssl_pretrain(const Config *cfg, int resume, Ctx *c, SslRunResult *res, Err *e);
+int ssl_pretrain(const Config *cfg, int resume, Ctx *c, TrainRunResult *res, Err *e);
 
 /* A stage-1 model from a checkpoint: its config is read from the file; `which` is "teacher" or
  * "student".  The store is values-only (inference). */

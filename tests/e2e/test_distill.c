@@ -70,7 +70,7 @@ static int setup(void **st) {
     cfg_override(&cfg, kv, 0, &e);
     Ctx c;
     ctx_init(&c, 0);
-    SslRunResult res = {.quiet = 1};
+    TrainRunResult res = {.quiet = 1};
     if (ssl_pretrain(&cfg, 0, &c, &res, &e)) fail_msg("pretrain: %s", e.msg);
     cfg_free(&cfg);
     snprintf(g_teacher, sizeof g_teacher, "%s/teacher/checkpoint.h5", g_dir);
@@ -111,7 +111,7 @@ static void load_cfg(Config *cfg, const char *out, const char *extra) {
     }
 }
 
-static int run(const char *out, const char *extra, int resume, DistillRunResult *res, Err *e) {
+static int run(const char *out, const char *extra, int resume, TrainRunResult *res, Err *e) {
     Config cfg;
     load_cfg(&cfg, out, extra);
     Ctx c;
@@ -234,7 +234,7 @@ static int has_dataset(const char *path, const char *name) {
 
 static void test_loss_falls(void **st) {
     (void)st;
-    DistillRunResult res = {0};
+    TrainRunResult res = {0};
     Err e = {0};
     if (run("falls", "train.max_steps=30", 0, &res, &e)) fail_msg("%s", e.msg);
     assert_int_equal(res.steps, 30);
@@ -266,7 +266,7 @@ static void test_resume_is_exact(void **st) {
     /* online teacher, augmented second view, hflip and drop-connect: every RNG matters */
     const char *opts = "teacher.source=online loss.second_view=augmented loss.second_view_size=32";
     char a[512], b[512];
-    DistillRunResult r = {0};
+    TrainRunResult r = {0};
     Err e = {0};
     snprintf(a, sizeof a, "%s train.max_steps=8", opts);
     if (run("straight", a, 0, &r, &e)) fail_msg("straight: %s", e.msg);
@@ -291,7 +291,7 @@ static void test_resume_is_exact(void **st) {
 
 static void test_nan_stops_and_keeps_checkpoint(void **st) {
     (void)st;
-    DistillRunResult r = {0};
+    TrainRunResult r = {0};
     Err e = {0};
     /* a learning rate this large makes the loss non-finite within a few steps (this run also
      * takes the trainer's label-aware relation path, on the teacher's GAP feature) */
@@ -399,7 +399,7 @@ static int worker_main(const char *dir, int *argc, char ***argv) {
     const char *opts = getenv(WORKER_OPTS_ENV), *out = getenv(WORKER_OUT_ENV);
     snprintf(extra, sizeof extra, "%s train.batch_size=4", opts ? opts : "");
     load_cfg(&cfg, out ? out : "ranks2", extra);
-    DistillRunResult r = {.quiet = 1};
+    TrainRunResult r = {.quiet = 1};
     Err e = {0};
     int rc = distill_train(&cfg, 0, &c, &r, &e);
     if (rc) printf("rank %d: FAIL %s\n", c.rank, e.msg);
@@ -431,7 +431,7 @@ static void test_two_ranks_match_one(void **st) {
         skip();
     }
     /* BN running statistics from four train-mode steps */
-    DistillRunResult r = {0};
+    TrainRunResult r = {0};
     Err e = {0};
     if (run("warm", "train.max_steps=4", 0, &r, &e)) fail_msg("warm-up: %s", e.msg);
     /* one rank, global batch 8 */
@@ -485,7 +485,7 @@ static void test_sync_bn_two_ranks_match_one(void **st) {
         print_message("    mpirun not found: skipping the 2-rank test\n");
         skip();
     }
-    DistillRunResult r = {0};
+    TrainRunResult r = {0};
     Err e = {0};
     if (run("sync1", SYNC_OPTS " train.batch_size=8", 0, &r, &e)) fail_msg("1 rank: %s", e.msg);
     run_two_ranks("sync2", SYNC_OPTS);

@@ -39,7 +39,7 @@ static int teardown(void **st) {
     return system(cmd) == 0 ? 0 : 1;
 }
 
-static int run(const char *out, const char *extra, int resume, SslRunResult *res, Err *e) {
+static int run(const char *out, const char *extra, int resume, TrainRunResult *res, Err *e) {
     Config cfg;
     cfg_init(&cfg);
     Err ce = {0};
@@ -108,7 +108,7 @@ static void snapshot_free(Snapshot *sn) {
 
 static void test_loss_falls(void **st) {
     (void)st;
-    SslRunResult res = {0};
+    TrainRunResult res = {0};
     Err e = {0};
     if (run("falls", "train.max_iterations=30", 0, &res, &e)) fail_msg("%s", e.msg);
     assert_int_equal(res.steps, 30);
@@ -138,7 +138,7 @@ static void test_loss_falls(void **st) {
 
 static void test_resume_is_exact(void **st) {
     (void)st;
-    SslRunResult r = {0};
+    TrainRunResult r = {0};
     Err e = {0};
     if (run("straight", "train.max_iterations=8", 0, &r, &e)) fail_msg("straight: %s", e.msg);
     if (run("split", "train.max_iterations=4", 0, &r, &e)) fail_msg("first half: %s", e.msg);
@@ -165,7 +165,7 @@ static void test_resume_is_exact(void **st) {
 
 static void test_nan_stops_and_keeps_checkpoint(void **st) {
     (void)st;
-    SslRunResult r = {0};
+    TrainRunResult r = {0};
     Err e = {0};
     /* a learning rate this large makes the loss non-finite within a few steps */
     int rc = run("nan", "train.max_iterations=30 optim.lr=1e12 optim.clip_grad=0 train.checkpoint_every=1", 0, &r, &e);
@@ -194,7 +194,7 @@ static void test_two_ranks_match_one(void **st) {
         skip();
     }
     const char *common = "train.max_iterations=6 dino.koleo_loss_weight=0 ibot.loss_weight=0";
-    SslRunResult r = {0};
+    TrainRunResult r = {0};
     Err e = {0};
     char one[512];
     snprintf(one, sizeof one, "%s train.batch_size_per_gpu=8", common);
