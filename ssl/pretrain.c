@@ -424,14 +424,6 @@ int ssl_forward_backward(Ctx *c, const SslConfig *s, SslModel *student, SslModel
 /* ------------------------------------------------------------------------------------------ */
 /* the loop */
 
-/* Test-only fault injection (tests/e2e/test_faults.c, docs/robustness.md): VERSA_INJECT_NAN_STEP=k
- * puts a NaN into the first pixel of step k's batch (1-based), on every rank, so the NaN guard
- * and train.on_nan=skip are exercised through the real forward pass.  Unset: 0, no effect. */
-static long inject_nan_step(void) {
-    const char *v = getenv("VERSA_INJECT_NAN_STEP");
-    return v ? atol(v) : 0;
-}
-
 int ssl_pretrain(const Config *cfg, int resume, Ctx *c, TrainRunResult *res, Err *e) {
     SslConfig s;
     if (ssl_config_from(cfg, &s, e)) return 1;
@@ -510,7 +502,7 @@ int ssl_pretrain(const Config *cfg, int resume, Ctx *c, TrainRunResult *res, Err
     OptimConfig oc = optim_adamw_default();
     oc.beta1 = s.beta1;
     oc.beta2 = s.beta2;
-    const long nan_step = inject_nan_step();
+    const long nan_step = train_inject_nan_step();   /* test-only (engine/train.h) */
     /* the forward pass moves the teacher centers before the loss is known: a skipped step must
      * put them back, or one bad batch poisons every later target */
     const size_t kd = (size_t)s.dino_k, ki = (size_t)(s.ibot_separate ? s.ibot_k : s.dino_k);
