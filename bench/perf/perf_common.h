@@ -44,6 +44,38 @@ static inline void perf_best(PerfTm *best, PerfTm t) {
     if (t.cpu < best->cpu) best->cpu = t.cpu;
 }
 
+/* "nothing measured yet" for perf_best */
+static const PerfTm PERF_TM_WORST = {1e30, 1e30};
+
+/* Per-op times of a profiled step, keyed by op name (the ops' static strings): forward time, and
+ * backward time and node count as charged by Ctx.backward_node_hook.  Names past PERF_MAX_OPS are
+ * not recorded. */
+#define PERF_MAX_OPS 64
+typedef struct PerfOps {
+    const char *name[PERF_MAX_OPS];
+    double fwd[PERF_MAX_OPS], bwd[PERF_MAX_OPS];
+    long bwd_nodes[PERF_MAX_OPS];
+    int n;
+} PerfOps;
+
+/* the row of `name`, added if new; -1 when the table is full */
+static inline int perf_ops_row(PerfOps *p, const char *name) {
+    int k = 0;
+    while (k < p->n && strcmp(p->name[k], name)) k++;
+    if (k == p->n) {
+        if (p->n == PERF_MAX_OPS) return -1;
+        p->name[p->n++] = name;
+    }
+    return k;
+}
+
+static inline void perf_ops_backward(PerfOps *p, const char *name, double seconds) {
+    int k = perf_ops_row(p, name);
+    if (k < 0) return;
+    p->bwd[k] += seconds;
+    p->bwd_nodes[k]++;
+}
+
 static inline double perf_peak_rss_mb(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -55,7 +87,7 @@ static inline double perf_peak_rss_mb(void) {
 static inline PerfTm perf_run(const char *name, void (*step)(void *), void *arg, int passes, int steps,
                               double images) {
     step(arg);
-    PerfTm best = {1e30, 1e30};
+    PerfTm best = PERF_TM_WORST;
     for (int p = 0; p < passes; p++) {
         PerfTm t0 = perf_now();
         for (int s = 0; s < steps; s++) step(arg);

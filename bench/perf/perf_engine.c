@@ -38,7 +38,6 @@
 
 static double now(void) { return perf_clock(CLOCK_MONOTONIC); }
 static double thread_cpu_now(void) { return perf_clock(CLOCK_THREAD_CPUTIME_ID); }
-static const PerfTm TM_INF = {1e30, 1e30};
 static int g_nt = 1;
 /* GFLOP/s by the wall clock and with the threads' cores to ourselves */
 static double gf_wall(double flops, PerfTm t) { return flops / t.wall / 1e9; }
@@ -208,7 +207,7 @@ static PerfTm time_calls(void (*fn)(void *), void *arg, int reps) {
     fn(arg);
     double one = perf_since(t0).wall;
     long n = one > 0.1 ? 1 : (long)ceil(0.1 / fmax(one, 1e-6));
-    PerfTm best = TM_INF;
+    PerfTm best = PERF_TM_WORST;
     for (int i = 0; i < reps; i++) {
         t0 = perf_now();
         for (long j = 0; j < n; j++) fn(arg);
@@ -370,23 +369,14 @@ static void model_init(Model *m, int L, int C, int H, int T, int B) {
     }
 }
 
-/* per-op wall time of one forward, filled when profiling */
-typedef struct OpTimes {
-    const char *name[32];
-    double fwd[32], bwd[32];
-    int n;
-} OpTimes;
-
-static OpTimes *g_prof;
+static PerfOps *g_prof;   /* per-op wall times, filled when profiling */
 static double g_t_last;
 
 static void prof_mark(const char *name) {   /* charge the time since the last mark to `name` */
     if (!g_prof) return;
     double t = now();
-    int k = 0;
-    while (k < g_prof->n && strcmp(g_prof->name[k], name)) k++;
-    if (k == g_prof->n) g_prof->name[g_prof->n++] = name;
-    g_prof->fwd[k] += t - g_t_last;
+    int k = perf_ops_row(g_prof, name);
+    if (k >= 0) g_prof->fwd[k] += t - g_t_last;
     g_t_last = t;
 }
 
@@ -421,13 +411,7 @@ static Tensor *model_forward(Ctx *c, Model *m, Tensor *x) {
 }
 
 /* backward_from, with each node's time charged to its op when profiling */
-static void charge_backward_node(void *arg, const Node *n, double seconds) {
-    OpTimes *p = arg;
-    int j = 0;
-    while (j < p->n && strcmp(p->name[j], n->op)) j++;
-    if (j == p->n) p->name[p->n++] = n->op;
-    p->bwd[j] += seconds;
-}
+static void charge_backward_node(void *arg, const Node *n, double seconds) { perf_ops_backward(arg, n->op, seconds); }
 
 static void timed_backward(Ctx *c, Tensor *out, const float *g) {
     c->backward_node_hook = g_prof ? charge_backward_node : NULL;
@@ -579,7 +563,7 @@ int main(int argc, char **argv) {
            "no optimizer\n", L, C, H, T, B, m.ps.n_train / 1e6);
     printf("   %.1f GFLOP per step (products only: 3 x %.1f forward)\n", step_fl / 1e9, fwd_fl / 1e9);
     train_step(&c, &m, x, g);   /* warm-up: grows the arena and the tape */
-    PerfTm best = TM_INF, best_sg = TM_INF;
+    PerfTm best = PERF_TM_WORST, best_sg = PERF_TM_WORST;
     double best_sg_fl = 0;
     for (int p = 0; p < passes; p++) {
         sgemm_stats_reset();
@@ -621,7 +605,7 @@ int main(int argc, char **argv) {
     printf("RESULT engine peak_rss_mb %.0f\n", perf_peak_rss_mb());
 
     /* per-op breakdown of one more step (timing each op adds a little overhead) */
-    OpTimes prof = {0};
+    PerfOps prof = {0};
     g_prof = &prof;
     PerfTm tp = train_step(&c, &m, x, g);
     g_prof = NULL;

@@ -64,25 +64,6 @@ static Tensor *bench_loss(Bench *b, Tensor *x) {
     return loss_cross_entropy(c, logits, b->labels, 0.0f);
 }
 
-/* --profile: one more step with its phases and every backward node timed (wall clock) */
-typedef struct Prof {
-    const char *name[64];
-    double s[64];
-    long calls[64];
-    int n;
-} Prof;
-
-static void prof_add(Prof *p, const char *name, double s) {
-    int k = 0;
-    while (k < p->n && strcmp(p->name[k], name)) k++;
-    if (k == p->n) {
-        if (p->n == 64) return;
-        p->name[p->n++] = name;
-    }
-    p->s[k] += s;
-    p->calls[k]++;
-}
-
 /* charged to its op by backward()'s node hook; the three kinds of conv have very different kernels */
 static void charge_backward_node(void *arg, const Node *n, double seconds) {
     const char *op = n->op;
@@ -92,19 +73,20 @@ static void charge_backward_node(void *arg, const Node *n, double seconds) {
              : w->shape[2] * w->shape[3] == 1    ? "conv2d 1x1"
                                                  : "conv2d";
     }
-    prof_add(arg, op, seconds);
+    perf_ops_backward(arg, op, seconds);
 }
 
-static void profiled_backward(Ctx *c, Tensor *loss, Prof *p) {
+static void profiled_backward(Ctx *c, Tensor *loss, PerfOps *p) {
     c->backward_node_hook = charge_backward_node;
     c->backward_node_hook_arg = p;
     backward(c, loss);
     c->backward_node_hook = NULL;
 }
 
+/* --profile: one more step with its phases and every backward node timed (wall clock) */
 static void bench_profile(Bench *b) {
     Ctx *c = &b->c;
-    Prof bw = {0};
+    PerfOps bw = {0};
     double t0 = perf_clock(CLOCK_MONOTONIC);
     ctx_step_begin(c);
     params_zero_grad(&b->ps);
@@ -119,7 +101,8 @@ static void bench_profile(Bench *b) {
            1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (t3 - t2), c->tape_len);
     printf("   backward by op:\n");
     for (int k = 0; k < bw.n; k++)
-        printf("   %-18s %5ld nodes %8.1f ms %5.1f%%\n", bw.name[k], bw.calls[k], 1e3 * bw.s[k], 100 * bw.s[k] / (t2 - t1));
+        printf("   %-18s %5ld nodes %8.1f ms %5.1f%%\n", bw.name[k], bw.bwd_nodes[k], 1e3 * bw.bwd[k],
+               100 * bw.bwd[k] / (t2 - t1));
 }
 
 static void bench_step(void *arg) {

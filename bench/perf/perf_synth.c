@@ -50,7 +50,7 @@ int main(int argc, char **argv) {
     if (!mkdtemp(dir)) return 1;
     static const struct { const char *name; int formats; } cases[2] = {{"vindr", SYNTH_FMT_VINDR}, {"all", SYNTH_FMT_ALL}};
     for (int k = 0; k < 2; k++) {
-        PerfTm best = {1e30, 1e30};
+        PerfTm best = PERF_TM_WORST;
         for (int p = 0; p < passes; p++) {
             char out[300], cmd[340];
             snprintf(out, sizeof out, "%s/%s_%d", dir, cases[k].name, p);
@@ -60,9 +60,7 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "perf_synth: %s\n", e.msg);
                 return 1;
             }
-            PerfTm t = perf_since(t0);
-            if (t.wall < best.wall) best.wall = t.wall;
-            if (t.cpu < best.cpu) best.cpu = t.cpu;
+            perf_best(&best, perf_since(t0));
             snprintf(cmd, sizeof cmd, "rm -rf %s", out);
             if (system(cmd) != 0) fprintf(stderr, "perf_synth: could not remove %s\n", out);
         }
